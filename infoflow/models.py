@@ -1,0 +1,82 @@
+"""The networks of the seed notebook, with probes on the post-activation output of hidden layers.
+
+Each model maps ``x`` of shape (batch, *in_shape) to logits (batch, n_classes). Called with
+``probe=True`` it also returns the probed activations, flattened to (batch, units), in
+``model.probe_names`` order. Input shape and class count come from the data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(
+            f"model.activation must be one of {sorted(ACTIVATIONS)}, got {name!r}"
+        )
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """Fully connected net: flatten -> [Linear -> activation] * len(hidden) -> Linear."""
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        n_classes: int,
+        hidden: Sequence[int] = (128,),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        dims = [math.prod(in_shape), *hidden]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.act = make_activation(activation)
+        self.out = nn.Linear(dims[-1], n_classes)
+        self.probe_names = [f"fc{i + 1}" for i in range(len(hidden))]
+        self.probe_units = list(hidden)
+
+    def forward(self, x: torch.Tensor, probe: bool = False):
+        h = x.flatten(1)  # (B, prod(in_shape))
+        probes = []
+        for layer in self.hidden:
+            h = self.act(layer(h))  # (B, width)
+            probes.append(h)
+        logits = self.out(h)  # (B, n_classes)
+        return (logits, probes) if probe else logits
+
+
+class CNN(nn.Module):
+    """The notebook's SimpleCNN: conv(k, pad k//2) -> pool 2 -> conv with 2x channels -> pool 2
+    -> linear. Probes: the activated output of each conv, flattened channel-major."""
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        n_classes: int,
+        channels: int = 16,
+        kernel_size: int = 5,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        c, h, w = in_shape
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv2d(c, channels, kernel_size, padding=pad)
+        self.conv2 = nn.Conv2d(channels, 2 * channels, kernel_size, padding=pad)
+        self.pool = nn.MaxPool2d(2)
+        self.act = make_activation(activation)
+        self.fc = nn.Linear(2 * channels * (h // 4) * (w // 4), n_classes)
+        self.probe_names = ["conv1", "conv2"]
+        self.probe_units = [channels * h * w, 2 * channels * (h // 2) * (w // 2)]
+
+    def forward(self, x: torch.Tensor, probe: bool = False):
+        a1 = self.act(self.conv1(x))  # (B, C, H, W)
+        a2 = self.act(self.conv2(self.pool(a1)))  # (B, 2C, H/2, W/2)
+        logits = self.fc(self.pool(a2).flatten(1))  # (B, n_classes)
+        return (logits, [a1.flatten(1), a2.flatten(1)]) if probe else logits
