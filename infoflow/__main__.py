@@ -49,11 +49,25 @@ def main(cfg: DictConfig) -> None:
     estimator = instantiate(cfg.estimator)
     out = Path(HydraConfig.get().runtime.output_dir) / JOB_TABLE
     table = JobTable(out, job_meta(cfg))
-    log.info("%s on %s (%s), %s, device %s -> %s", HydraConfig.get().runtime.choices["model"],
-             data.name, data.in_shape, type(optimizer).__name__, device, out)
+    log.info(
+        "%s on %s (%s), %s, device %s -> %s",
+        HydraConfig.get().runtime.choices["model"],
+        data.name,
+        data.in_shape,
+        type(optimizer).__name__,
+        device,
+        out,
+    )
     run(
-        model, optimizer, data, estimator, TrainerConfig(**cfg.trainer), cfg.seed, table.append,
-        probe_output=cfg.probe.output)
+        model,
+        optimizer,
+        data,
+        estimator,
+        TrainerConfig(**cfg.trainer),
+        cfg.seed,
+        table.append,
+        probe_output=cfg.probe.output,
+    )
 
 
 if __name__ == "__main__":

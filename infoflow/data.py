@@ -117,7 +117,7 @@ def find_idx(folder: Path) -> dict[str, Path] | None:
 
 def load_idx_folder(name: str, files: dict[str, Path]) -> Dataset:
     arrays = {k: read_idx(p) for k, p in files.items()}
-    return _from_uint8(name, arrays["x_train"], arrays["y_train"], arrays["x_eval"], arrays["y_eval"])
+    return _from_uint8(name, *(arrays[k] for k in IDX_FILES))
 
 
 def _load_torchvision(
@@ -141,7 +141,7 @@ def _load_torchvision(
 
         getattr(tvd, tv_class)(str(root_path), train=True, download=True)
         getattr(tvd, tv_class)(str(root_path), train=False, download=True)
-    except Exception as err:  # noqa: BLE001 - any download failure gets the same advice
+    except Exception as err:  # any download failure gets the same advice
         raise DataError(
             f"data.root: no {name} IDX files in {looked}, and the download failed "
             f"({type(err).__name__}: {err}). Put {stems} in one of those folders and set "

@@ -18,9 +18,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 def make_activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
-        raise ValueError(
-            f"model.activation must be one of {sorted(ACTIVATIONS)}, got {name!r}"
-        )
+        raise ValueError(f"model.activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]()
 
 

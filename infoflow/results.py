@@ -79,13 +79,14 @@ def merge_tables(sweep_dir: str | os.PathLike) -> pd.DataFrame | None:
     for p in paths:
         try:
             frames.append(pd.read_parquet(p))
-        except Exception as err:  # noqa: BLE001 - one unreadable job must not lose the others
+        except Exception as err:  # one unreadable job must not lose the others
             log.warning("skipping unreadable table %s: %s", p, err)
     if not frames:
         log.warning("no %s under %s: nothing to merge", JOB_TABLE, sweep_dir)
         return None
     merged = pd.concat(frames, ignore_index=True)
     write_parquet_atomic(merged, sweep_dir / SWEEP_TABLE)
-    log.info("merged %d job tables (%d rows) into %s", len(frames), len(merged),
-             sweep_dir / SWEEP_TABLE)
+    log.info(
+        "merged %d job tables (%d rows) into %s", len(frames), len(merged), sweep_dir / SWEEP_TABLE
+    )
     return merged

@@ -122,9 +122,15 @@ def run(
         log.info(
             "epoch %d/%d  train_loss %.4f  train_acc %.3f  eval_acc %.3f  I_XT %s  I_TY %s  "
             "(train %.2fs, estimate %.2fs)",
-            epoch, trainer.epochs, train_stats["train_loss"], train_stats["train_acc"],
-            eval_stats["eval_acc"], _fmt([r["I_XT"] for r in rows]),
-            _fmt([r["I_TY"] for r in rows]), t1 - t0, t2 - t1,
+            epoch,
+            trainer.epochs,
+            train_stats["train_loss"],
+            train_stats["train_acc"],
+            eval_stats["eval_acc"],
+            _fmt([r["I_XT"] for r in rows]),
+            _fmt([r["I_TY"] for r in rows]),
+            t1 - t0,
+            t2 - t1,
         )
 
 

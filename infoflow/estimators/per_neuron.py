@@ -46,9 +46,7 @@ def mi_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(terms.sum(axis=(1, 2)), 0.0, None)  # (k,)
 
 
-def per_neuron(
-    T: Any, X: Any, Y: Any, *, bins: int = 30, max_units: int = 50
-) -> dict[str, float]:
+def per_neuron(T: Any, X: Any, Y: Any, *, bins: int = 30, max_units: int = 50) -> dict[str, float]:
     """The seed notebook's per-neuron binned MI, in bits.
 
     For unit ``n < min(n_units, max_units)``: I(X_n; T_n) between input pixel n and unit n, and
