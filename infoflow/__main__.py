@@ -7,67 +7,101 @@ from __future__ import annotations
 
 import logging
 import sys
-import uuid
-from datetime import datetime
-from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.types import RunMode
+from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig
 
 from infoflow.config import ConfigError, resolve_device, validate
 from infoflow.data import DataError
+from infoflow.job import (
+    cache_dir,
+    job_config_hash,
+    new_run_id,
+    resolve_threads,
+    result_config,
+    training_key,
+    validate_job_keys,
+)
 from infoflow.results import GROUPS, JOB_TABLE, JobTable, flatten_config
-from infoflow.train import TrainerConfig, run
+from infoflow.store import JobDir, TrainCache
+from infoflow.train import TrainerConfig, TrainingDiverged, describe, run
 
 log = logging.getLogger("infoflow")
 
 
-def job_meta(cfg: DictConfig) -> dict:
+def job_meta(cfg: DictConfig, run_id: str) -> dict:
     """The columns every row of this job carries: run id, group choices, config leaves."""
     choices = HydraConfig.get().runtime.choices
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    meta = {"run_id": f"{stamp}-{uuid.uuid4().hex[:10]}"}
+    meta = {"run_id": run_id}
     meta.update({g: choices.get(g) for g in GROUPS})
-    meta.update(flatten_config(cfg))
+    meta.update(flatten_config(result_config(cfg)))
     return meta
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         validate(cfg)
+        validate_job_keys(cfg)
         device = resolve_device(cfg.device)
+    except ConfigError as err:
+        sys.exit(f"infoflow: error: {err}")
+    job = JobDir(hydra_cfg.runtime.output_dir, config_hash=job_config_hash(cfg))
+    status = job.read_status() if cfg.resume else None
+    if job.same_job(status) and status["status"] == "completed":
+        log.info("resume: %s is completed, skipping", job.path)
+        return
+    job.run_id = status["run_id"] if job.same_job(status) else new_run_id()
+    torch.set_num_threads(resolve_threads(cfg.threads, hydra_cfg.launcher))
+    try:
         data = instantiate(cfg.data).to(device)
-    except (ConfigError, DataError) as err:
+    except DataError as err:
         sys.exit(f"infoflow: error: {err}")
     torch.manual_seed(cfg.seed)
     model = instantiate(cfg.model, in_shape=data.in_shape, n_classes=data.n_classes).to(device)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     estimator = instantiate(cfg.estimator)
-    out = Path(HydraConfig.get().runtime.output_dir) / JOB_TABLE
-    table = JobTable(out, job_meta(cfg))
+    table = JobTable(job.path / JOB_TABLE, job_meta(cfg, job.run_id))
+    sweep_dir = to_absolute_path(hydra_cfg.sweep.dir) if multirun else None
+    cache_root = cache_dir(cfg, sweep_dir, cwd=hydra_cfg.runtime.cwd)
+    cache = TrainCache(cache_root, training_key(cfg, device)) if cache_root else None
     log.info(
-        "%s on %s (%s), %s, device %s -> %s",
-        HydraConfig.get().runtime.choices["model"],
+        "%s on %s (%s), %s, device %s, %d threads, cache %s -> %s",
+        hydra_cfg.runtime.choices["model"],
         data.name,
         data.in_shape,
         type(optimizer).__name__,
         device,
-        out,
+        torch.get_num_threads(),
+        cache.dir if cache else "off",
+        table.path,
     )
-    run(
-        model,
-        optimizer,
-        data,
-        estimator,
-        TrainerConfig(**cfg.trainer),
-        cfg.seed,
-        table.append,
-        probe_output=cfg.probe.output,
-    )
+    try:
+        run(
+            model,
+            optimizer,
+            data,
+            estimator,
+            TrainerConfig(**cfg.trainer),
+            cfg.seed,
+            table.append,
+            probe_output=cfg.probe.output,
+            job=job,
+            cache=cache,
+            resume=cfg.resume,
+        )
+    except Exception as err:
+        # status.json says "failed" and why; in a sweep the other jobs go on (an exception
+        # here would stop Hydra from merging the sweep), the sweep's summary lists the failure
+        log.error("job failed: %s", describe(err), exc_info=not isinstance(err, TrainingDiverged))
+        if not multirun:
+            sys.exit(f"infoflow: error: {describe(err)}")
 
 
 if __name__ == "__main__":

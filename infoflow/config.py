@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from infoflow.estimators import check_params as check_estimator_params
 from infoflow.models import ACTIVATIONS
 
 
@@ -61,6 +62,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"model.hidden must be a non-empty list of integers >= 1, got {list(hidden)!r}"
         )
+    estimator = OmegaConf.select(cfg, "estimator", default=None)
+    if estimator is not None:  # the estimator's own rules (range, bin_width, noise_var, ...)
+        try:
+            check_estimator_params(OmegaConf.to_container(estimator, resolve=True))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     resolve_device(cfg.device)
 
 

@@ -1,32 +1,44 @@
-"""The training loop: train an epoch on whole tensors, evaluate, estimate per-layer MI.
+"""The training loop: train on whole tensors, evaluate at scheduled points, estimate per-layer MI.
 
-``run`` reads top-down: measure the untrained net (epoch 0), then for every epoch train on
-shuffled index slices, run the evaluation split through the net once without autograd, and hand
-each probed layer to the estimator. Each epoch's rows go to ``on_epoch`` as soon as they exist.
+``run`` reads top-down: resolve the evaluation schedule (``trainer.eval``, step 0 first),
+pick up a checkpoint when resuming, then walk the points. At each point the net's state comes
+either from training in this process or from the training cache (another job with the same
+training key trained it); the evaluation split goes through the net once without autograd and
+each probed layer goes to the estimator. The point's rows go to ``on_rows`` as soon as they
+exist, then the checkpoint and ``status.json`` are rewritten.
+
+Training stays on the data's device: an epoch shuffles an index tensor and slices batches;
+the loss and accuracy sums stay on the device and are read once per evaluation point (no
+per-batch host sync), which is also where a NaN/inf loss is detected.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from infoflow.data import Dataset, batches
+from infoflow.schedule import EvalPoint, eval_points, steps_per_epoch
+from infoflow.store import JobDir, TrainCache
 
 log = logging.getLogger(__name__)
 
 Estimator = Callable[..., dict]
+NO_TRAINING = {"train_loss": math.nan, "train_acc": math.nan}
 
 
-def probe_names(model: nn.Module, probe_output: bool) -> list[str]:
-    """Names of the probed layers, in the order ``evaluate`` returns them."""
-    return [*model.probe_names, "output"] if probe_output else list(model.probe_names)
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the job stops and keeps its finished rows."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,206 @@ class TrainerConfig:
     epochs: int = 5
     batch_size: int = 256
     eval_batch_size: int = 4096
+    eval: str | int = "epoch"
+
+
+def probe_names(model: nn.Module, probe_output: bool) -> list[str]:
+    """Names of the probed layers, in the order ``evaluate`` returns them."""
+    return [*model.probe_names, "output"] if probe_output else list(model.probe_names)
+
+
+def run(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: Dataset,
+    estimator: Estimator,
+    trainer: TrainerConfig,
+    seed: int,
+    on_rows: Callable[[list[dict]], None],
+    probe_output: bool = False,
+    *,
+    job: JobDir | None = None,
+    cache: TrainCache | None = None,
+    resume: bool = False,
+) -> list[dict]:
+    """Evaluate the net at every point of ``trainer.eval``, training in between.
+
+    Parameters
+    ----------
+    model, optimizer
+        Freshly built from ``seed`` (their state is the untrained point 0).
+    data, estimator
+        The job's data set (on the job's device) and MI estimator (bits).
+    trainer, seed
+        Training settings and the seed of the batch order.
+    on_rows
+        Called with each point's rows (one per probed layer) as soon as they are measured;
+        on resume, first with all the rows of the checkpoint.
+    job
+        Where ``status.json`` and ``checkpoint.pt`` go; None writes neither.
+    cache
+        The training cache of this job's training key, or None to train in this process.
+    resume
+        Continue from ``job``'s checkpoint if it holds one written by the same config.
+
+    Returns
+    -------
+    list of dict
+        Every row of the job. Raises ``TrainingDiverged`` (after marking the job failed) if
+        the loss becomes NaN/inf; the rows measured before it are kept.
+    """
+    learner = Trainer(model, optimizer, data, trainer.batch_size, seed)
+    points = eval_points(trainer.eval, trainer.epochs, learner.per_epoch)
+    names = probe_names(model, probe_output)
+    rows, start = resume_rows(job, learner, use_train_state=cache is None) if resume else ([], 0)
+    if rows:
+        on_rows(rows)
+        log.info("resuming after evaluation %d/%d", start, len(points))
+    if job is not None:
+        job.write_status("running", start, len(points))
+    if cache is not None:
+        source = cached_points(learner, points, start, cache)
+    else:
+        source = ((p, s) for p, s in train_points(learner, points) if p.index >= start)
+    done = start
+    t0 = time.perf_counter()
+    with closing(source):  # a failing job lets go of the cache's lock at once
+        try:
+            for point, train_stats in source:
+                t1 = time.perf_counter()
+                eval_stats, layers = evaluate(model, data, trainer.eval_batch_size, probe_output)
+                measured = measure(layers, data, estimator, names)
+                new = [
+                    {"epoch": point.epoch, "step": point.step, **r, **train_stats, **eval_stats}
+                    for r in measured
+                ]
+                rows.extend(new)
+                on_rows(new)
+                done = point.index + 1
+                if job is not None:
+                    job.save_checkpoint(rows, done, learner.state_dict() if cache is None else None)
+                    job.write_status("running", done, len(points))
+                t2 = time.perf_counter()
+                log_point(point, points, train_stats, eval_stats, measured, t1 - t0, t2 - t1)
+                t0 = time.perf_counter()
+        except Exception as err:
+            if job is not None:
+                job.write_status("failed", done, len(points), error=describe(err))
+            raise
+    if job is not None:
+        job.write_status("completed", len(points), len(points))
+    return rows
+
+
+def resume_rows(
+    job: JobDir | None, learner: Trainer, use_train_state: bool
+) -> tuple[list[dict], int]:
+    """The rows and the number of finished evaluations in ``job``'s checkpoint (none: [], 0).
+
+    With ``use_train_state`` the trainer is also set to the checkpoint's training state when it
+    holds one; otherwise training restarts from the untrained net and skips the finished points
+    (same numbers, more time).
+    """
+    ckpt = job.load_checkpoint() if job is not None else None
+    if not ckpt:
+        return [], 0
+    if use_train_state and ckpt.get("train") is not None:
+        learner.load_state_dict(ckpt["train"])
+    return list(ckpt["rows"]), int(ckpt["evals_done"])
+
+
+def describe(err: BaseException) -> str:
+    return str(err) if isinstance(err, TrainingDiverged) else f"{type(err).__name__}: {err}"
+
+
+# ---------------------------------------------------------------------------------------------
+# where a point's net comes from: training here, or the cache
+
+
+def train_points(learner: Trainer, points: list[EvalPoint]) -> Iterator[tuple[EvalPoint, dict]]:
+    """Train from the trainer's current step through the schedule, yielding each point reached.
+
+    Point 0 is yielded (untrained, NaN training figures) when the trainer is at step 0; a
+    trainer restored at a point's step continues with the next point.
+    """
+    for point in points:
+        if point.step > learner.step or point.step == learner.step == 0:
+            yield point, learner.train_to(point.step)
+
+
+def cached_points(
+    learner: Trainer, points: list[EvalPoint], start: int, cache: TrainCache
+) -> Iterator[tuple[EvalPoint, dict]]:
+    """Points ``start..`` from the cache, training the missing ones in this job if no other is.
+
+    A stored point is loaded into the model. When a point is missing, the job that gets the
+    cache's lock trains from the latest stored full state (or from the untrained net), storing
+    every point; the other jobs poll for the points and take over if the trainer dies.
+    """
+    i = start
+    while i < len(points):
+        hit = cache.load_point(i)
+        if hit is not None:
+            learner.model.load_state_dict(hit["model"])
+            yield points[i], hit["stats"]
+            i += 1
+            continue
+        with cache.try_lock() as mine:
+            if not mine:
+                cache.wait()
+                continue
+            if cache.load_point(i) is not None:  # stored by a trainer that just let go
+                continue
+            saved = cache.load_state()
+            usable = saved is not None and saved["index"] < i
+            learner.load_state_dict(saved["train"] if usable else learner.initial)
+            log.info("training %s from point %d", cache.dir, saved["index"] if usable else 0)
+            for point, stats in train_points(learner, points):
+                cache.save_point(
+                    point.index, learner.model.state_dict(), stats, learner.state_dict()
+                )
+                if point.index >= i:
+                    yield point, stats
+                    i = point.index + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass
+class TrainSums:
+    """Running sums over the samples trained on, kept on the device (no host sync)."""
+
+    loss: torch.Tensor  # () float: sum of per-sample cross-entropy, nats
+    correct: torch.Tensor  # () long: correctly classified samples
+    seen: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> TrainSums:
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
+
+
+def train_batches(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: Dataset,
+    index_batches: list[torch.Tensor],
+    sums: TrainSums,
+) -> None:
+    """The hot loop: one optimizer step per index batch of the training split, adding the
+    batch's loss and accuracy to ``sums`` on the device."""
+    model.train()
+    for idx in index_batches:
+        x, y = data.x_train[idx], data.y_train[idx]  # (B, C, H, W), (B,)
+        logits = model(x)  # (B, n_classes)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums.loss += loss.detach() * len(y)  # stays on the device: no per-batch host sync
+        sums.correct += (logits.detach().argmax(1) == y).sum()
+        sums.seen += len(idx)
 
 
 def train_epoch(
@@ -44,21 +256,97 @@ def train_epoch(
     generator: torch.Generator,
 ) -> dict[str, float]:
     """One pass over the shuffled training split; mean loss and accuracy over its samples."""
-    model.train()
-    device = data.x_train.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for idx in batches(len(data.y_train), batch_size, generator, device):
-        x, y = data.x_train[idx], data.y_train[idx]  # (B, C, H, W), (B,)
-        logits = model(x)  # (B, n_classes)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach() * len(y)  # stays on the device: no per-batch host sync
-        correct += (logits.detach().argmax(1) == y).sum()
-    n = len(data.y_train)
-    return {"train_loss": loss_sum.item() / n, "train_acc": correct.item() / n}
+    sums = TrainSums.zeros(data.x_train.device)
+    order = list(batches(len(data.y_train), batch_size, generator, data.x_train.device))
+    train_batches(model, optimizer, data, order, sums)
+    return {
+        "train_loss": sums.loss.item() / sums.seen,
+        "train_acc": sums.correct.item() / sums.seen,
+    }
+
+
+class Trainer:
+    """A training position: model, optimizer, batch-order generator, steps done.
+
+    Epochs draw a fresh permutation of the training split from ``generator`` (seeded with the
+    job's seed) and step through its batch-size slices; ``train_to`` may stop mid-epoch (log
+    schedules) and the state keeps the epoch's order, so training resumes exactly.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data: Dataset,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        self.model, self.optimizer, self.data, self.batch_size = model, optimizer, data, batch_size
+        self.device = data.x_train.device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.n = len(data.y_train)
+        self.per_epoch = steps_per_epoch(self.n, batch_size)
+        self.step = 0
+        self.epoch_batches: list[torch.Tensor] = []  # [(B,)] index slices of the current epoch
+        self.initial = copy.deepcopy(self.state_dict())
+
+    def train_to(self, step: int) -> dict[str, float]:
+        """Train until ``step`` optimizer steps are done; mean loss and accuracy of the samples
+        seen since the last call (NaN if none).
+
+        Raises
+        ------
+        TrainingDiverged
+            if the loss of those samples is NaN or infinite.
+        """
+        sums = TrainSums.zeros(self.device)
+        begin = self.step
+        while self.step < step:
+            pos = self.step % self.per_epoch
+            if pos == 0:
+                self.epoch_batches = list(
+                    batches(self.n, self.batch_size, self.generator, self.device)
+                )
+            stop = min(self.per_epoch, pos + step - self.step)
+            train_batches(self.model, self.optimizer, self.data, self.epoch_batches[pos:stop], sums)
+            self.step += stop - pos
+        if sums.seen == 0:
+            return dict(NO_TRAINING)
+        train_loss = sums.loss.item() / sums.seen
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(
+                f"training diverged: train_loss is {train_loss} over optimizer steps "
+                f"{begin + 1}..{self.step} (epoch {self.step / self.per_epoch:.2f}); the rows "
+                f"measured before are kept. Try a smaller optimizer.lr."
+            )
+        return {"train_loss": train_loss, "train_acc": sums.correct.item() / sums.seen}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training bit for bit."""
+        mid_epoch = self.step % self.per_epoch != 0
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "order": torch.cat(self.epoch_batches) if mid_epoch else None,  # (n,)
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        order = state["order"]
+        self.epoch_batches = (
+            [] if order is None else list(order.to(self.device).split(self.batch_size))
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation and estimation
 
 
 @torch.no_grad()
@@ -96,42 +384,30 @@ def measure(
     return rows
 
 
-def run(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: Dataset,
-    estimator: Estimator,
-    trainer: TrainerConfig,
-    seed: int,
-    on_epoch: Callable[[list[dict]], None],
-    probe_output: bool = False,
+def log_point(
+    point: EvalPoint,
+    points: list[EvalPoint],
+    train_stats: dict,
+    eval_stats: dict,
+    measured: list[dict],
+    t_train: float,
+    t_estimate: float,
 ) -> None:
-    """Train for ``trainer.epochs`` epochs, estimating after each one and at epoch 0."""
-    generator = torch.Generator(device=data.x_train.device).manual_seed(seed)
-    names = probe_names(model, probe_output)
-    train_stats = {"train_loss": math.nan, "train_acc": math.nan}
-    for epoch in range(trainer.epochs + 1):
-        t0 = time.perf_counter()
-        if epoch > 0:
-            train_stats = train_epoch(model, optimizer, data, trainer.batch_size, generator)
-        t1 = time.perf_counter()
-        eval_stats, layers = evaluate(model, data, trainer.eval_batch_size, probe_output)
-        rows = measure(layers, data, estimator, names)
-        t2 = time.perf_counter()
-        on_epoch([{"epoch": epoch, **r, **train_stats, **eval_stats} for r in rows])
-        log.info(
-            "epoch %d/%d  train_loss %.4f  train_acc %.3f  eval_acc %.3f  I_XT %s  I_TY %s  "
-            "(train %.2fs, estimate %.2fs)",
-            epoch,
-            trainer.epochs,
-            train_stats["train_loss"],
-            train_stats["train_acc"],
-            eval_stats["eval_acc"],
-            _fmt([r["I_XT"] for r in rows]),
-            _fmt([r["I_TY"] for r in rows]),
-            t1 - t0,
-            t2 - t1,
-        )
+    log.info(
+        "eval %d/%d epoch %s step %d  train_loss %.4f  train_acc %.3f  eval_acc %.3f  "
+        "I_XT %s  I_TY %s  (train %.2fs, estimate %.2fs)",
+        point.index,
+        len(points) - 1,
+        f"{point.epoch:.3g}" if isinstance(point.epoch, float) else point.epoch,
+        point.step,
+        train_stats["train_loss"],
+        train_stats["train_acc"],
+        eval_stats["eval_acc"],
+        _fmt([r["I_XT"] for r in measured]),
+        _fmt([r["I_TY"] for r in measured]),
+        t_train,
+        t_estimate,
+    )
 
 
 def _fmt(values: list[float]) -> str:

@@ -3,11 +3,21 @@
 Every estimator has the signature ``estimator(T, X, Y, **params) -> dict`` where ``T`` holds one
 layer's activations (n_samples, ...), ``X`` the inputs (n_samples, ...) and ``Y`` the integer
 labels (n_samples,), as NumPy arrays or torch tensors. The dict has at least ``I_XT`` and
-``I_TY`` in bits; other keys (``H_T``, ``n_samples``, bounds) become extra table columns.
-A config option of the ``estimator`` group names the function (``_target_``) and its params.
+``I_TY`` in bits, and the diagnostics ``n_samples``, ``H_max`` (= log2 n_samples, the ceiling
+of I_XT), ``saturated`` (I_XT within 1% of H_max) and ``H_Y`` (label entropy, the ceiling of
+I_TY); other keys (``H_T``, bounds) become extra table columns.
+A config option of the ``estimator`` group names the function (``_target_``) and its params;
+:func:`check_params` validates such a node with messages naming the key, rule and value.
+
+- ``binning``: whole-layer plug-in entropies of binned rows (Shwartz-Ziv & Tishby 2017).
+- ``kde``: pairwise-distance bounds on the entropy of T + noise (Kolchinsky & Tracey 2017,
+  as Saxe et al. 2018).
+- ``per_neuron``: the seed notebook's per-unit estimator.
 """
 
+from infoflow.estimators._common import check_params
 from infoflow.estimators.binning import binning
+from infoflow.estimators.kde import kde
 from infoflow.estimators.per_neuron import per_neuron
 
-__all__ = ["binning", "per_neuron"]
+__all__ = ["binning", "check_params", "kde", "per_neuron"]

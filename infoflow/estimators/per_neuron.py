@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from infoflow.estimators._common import LN2, as_2d, symbols, to_numpy
+from infoflow.estimators._common import LN2, as_2d, check_params, diagnostics, symbols, to_numpy
 
 
 def digitize_columns(A: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -73,7 +73,9 @@ def per_neuron(T: Any, X: Any, Y: Any, *, bins: int = 30, max_units: int = 50) -
     Returns
     -------
     dict
-        ``I_XT`` and ``I_TY`` (means over units, bits), ``units_used`` and ``n_samples``.
+        ``I_XT`` and ``I_TY`` (means over units, bits), ``units_used``, and the diagnostics
+        ``n_samples``, ``H_max``, ``saturated``, ``H_Y`` (see ``_common.diagnostics``; a
+        per-unit I_XT is far below H_max, so ``saturated`` is rarely set here).
 
     Notes
     -----
@@ -81,8 +83,9 @@ def per_neuron(T: Any, X: Any, Y: Any, *, bins: int = 30, max_units: int = 50) -
     against single pixels, so it ignores the dependence between units. It is kept to reproduce
     the seed experiment; prefer ``binning`` or ``kde`` for the layer as a whole.
     """
-    if bins < 2:
-        raise ValueError(f"estimator.bins must be >= 2, got {bins}")
+    check_params({"bins": bins})
+    if not (isinstance(max_units, (int, np.integer)) and max_units >= 1):
+        raise ValueError(f"estimator.max_units must be an integer >= 1, got {max_units!r}")
     T = as_2d(T)
     Xf = as_2d(X)
     y = to_numpy(Y).reshape(-1)
@@ -96,13 +99,14 @@ def per_neuron(T: Any, X: Any, Y: Any, *, bins: int = 30, max_units: int = 50) -
     x_b = digitize_columns(Xf, x_edges)  # pixel binned on its own range
     t_on_x = digitize_columns(T, x_edges)  # unit binned with the pixel's edges (notebook)
     t_b = digitize_columns(T, edges(T))  # unit binned on its own range
-    y_sym, _ = symbols(y)
+    y_sym, k_y = symbols(y)
     y_cols = np.broadcast_to(y_sym[:, None], t_b.shape)
     I_XT = mi_columns(x_b, t_on_x) / LN2
     I_TY = mi_columns(t_b, y_cols) / LN2
+    I_XT_mean = float(I_XT.mean())
     return {
-        "I_XT": float(I_XT.mean()),
+        "I_XT": I_XT_mean,
         "I_TY": float(I_TY.mean()),
         "units_used": k,
-        "n_samples": len(y),
+        **diagnostics(I_XT_mean, np.bincount(y_sym, minlength=k_y)),
     }

@@ -1,0 +1,166 @@
+"""Resume: an interrupted job continues from its last finished evaluation, same numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+
+import pandas as pd
+import pytest
+import torch
+
+from infoflow.data import load_digits
+from infoflow.estimators import binning
+from infoflow.models import MLP
+from infoflow.store import JobDir, TrainCache
+from infoflow.train import TrainerConfig, run
+
+DATA = load_digits()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def job(job_dir, trainer, cache=None, resume=False, stop_at=None, table=None):
+    """One job on digits; ``stop_at`` = number of evaluations after which it is interrupted."""
+    torch.manual_seed(0)
+    model = MLP(DATA.in_shape, DATA.n_classes, [32, 16])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    table = [] if table is None else table
+    jd = JobDir(job_dir, run_id="r", config_hash="h")
+
+    def on_rows(rows):
+        table.extend(rows)
+        # interrupt *before* the checkpoint of this evaluation is written, as a kill would
+        if stop_at is not None and len({r["step"] for r in table}) > stop_at:
+            raise Interrupted
+
+    run(
+        model,
+        opt,
+        DATA,
+        partial(binning, bins=10),
+        trainer,
+        0,
+        on_rows,
+        job=jd,
+        cache=cache,
+        resume=resume,
+    )
+    return table
+
+
+def frame(rows):
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+@pytest.mark.parametrize("schedule", ["epoch", "log:9"])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, use_cache, schedule):
+    trainer = TrainerConfig(epochs=4, batch_size=64, eval=schedule)
+    whole = job(tmp_path / "whole", trainer)
+    cache = (lambda: TrainCache(tmp_path / "cache", {"k": 1})) if use_cache else (lambda: None)
+    with pytest.raises(Interrupted):
+        job(tmp_path / "cut", trainer, cache=cache(), stop_at=3)
+    status = JobDir(tmp_path / "cut").read_status()
+    assert status["status"] == "failed" and status["evals_done"] == 3
+    resumed = job(tmp_path / "cut", trainer, cache=cache(), resume=True)  # all rows, via on_rows
+    pd.testing.assert_frame_equal(frame(resumed), frame(whole), check_exact=True)
+    assert JobDir(tmp_path / "cut").read_status()["status"] == "completed"
+
+
+def test_resume_ignores_a_checkpoint_of_another_config(tmp_path):
+    trainer = TrainerConfig(epochs=2, batch_size=64)
+    job(tmp_path, trainer)
+    other = JobDir(tmp_path, config_hash="not h")
+    assert other.load_checkpoint() is None
+    assert not other.same_job(other.read_status())
+
+
+# ---------------------------------------------------------------------------------------------
+# the real CLI, killed with SIGKILL mid-run
+
+
+def cli(*args, cwd, wait=True):
+    cmd = [sys.executable, "-m", "infoflow", *args]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    if wait:  # Hydra logs to stdout: merge it with stderr for the assertions
+        return subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=300,
+        )
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def read_status(path):
+    try:
+        return json.loads((path / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+@pytest.mark.slow
+def test_cli_killed_job_resumes_to_the_same_table_and_is_then_skipped(tmp_path):
+    common = ["model=mlp1", "trainer.epochs=12", "estimator.bins=10"]
+    done = cli(*common, "hydra.run.dir=whole", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout
+    proc = cli(*common, "hydra.run.dir=cut", cwd=tmp_path, wait=False)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        st = read_status(tmp_path / "cut")
+        if (st is not None and st["evals_done"] >= 3) or proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    st = read_status(tmp_path / "cut")
+    assert st["status"] == "running" and 3 <= st["evals_done"] < 13, st  # really cut short
+    run_id = st["run_id"]
+    again = cli(*common, "hydra.run.dir=cut", "resume=true", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout
+    assert "resuming after evaluation" in again.stdout
+    whole = pd.read_parquet(tmp_path / "whole" / "mi.parquet")
+    cut = pd.read_parquet(tmp_path / "cut" / "mi.parquet")
+    assert (cut["run_id"] == run_id).all()
+    pd.testing.assert_frame_equal(
+        cut.drop(columns="run_id"), whole.drop(columns="run_id"), check_exact=True
+    )
+    stamp = (tmp_path / "cut" / "mi.parquet").stat().st_mtime_ns
+    skip = cli(*common, "hydra.run.dir=cut", "resume=true", cwd=tmp_path)
+    assert skip.returncode == 0 and "completed, skipping" in skip.stdout
+    assert (tmp_path / "cut" / "mi.parquet").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_cli_sweep_resume_skips_completed_jobs_and_a_failed_job_does_not_stop_the_sweep(tmp_path):
+    args = [
+        "-m",
+        "model=mlp1",
+        "optimizer=sgd",
+        "optimizer.lr=1e12,0.01",
+        "trainer.epochs=2",
+        "hydra.sweep.dir=sw",
+    ]
+    first = cli(*args, cwd=tmp_path)
+    assert "job failed: training diverged" in first.stdout
+    assert read_status(tmp_path / "sw" / "0")["status"] == "failed"
+    assert read_status(tmp_path / "sw" / "1")["status"] == "completed"  # the sweep went on
+    assert len(pd.read_parquet(tmp_path / "sw" / "0" / "mi.parquet")) == 1  # epoch 0 kept
+    stamp = (tmp_path / "sw" / "1" / "mi.parquet").stat().st_mtime_ns
+    second = cli(*args, "resume=true", cwd=tmp_path)
+    assert "completed, skipping" in second.stdout
+    assert (tmp_path / "sw" / "1" / "mi.parquet").stat().st_mtime_ns == stamp
+    assert read_status(tmp_path / "sw" / "0")["status"] == "failed"  # retried, fails again

@@ -1,0 +1,197 @@
+"""The training cache: same numbers as retraining, no retraining, safe with concurrent jobs."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import infoflow.train as train_mod
+from infoflow.data import load_digits
+from infoflow.estimators import binning
+from infoflow.job import cache_dir, job_config_hash, training_key
+from infoflow.models import MLP
+from infoflow.store import TrainCache, save_json
+from infoflow.train import TrainerConfig, run
+
+DATA = load_digits()
+TRAINER = TrainerConfig(epochs=3, batch_size=64)
+KEY = {"model": "mlp[32,16]", "data": "digits", "seed": 0, "trainer": "epochs 3 batch 64"}
+
+
+def job(cache: TrainCache | None, bins: int = 10, on_rows=None, trainer=TRAINER, **kw):
+    torch.manual_seed(0)
+    model = MLP(DATA.in_shape, DATA.n_classes, [32, 16])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    est = partial(binning, bins=bins)
+    return run(model, opt, DATA, est, trainer, 0, on_rows or (lambda r: None), cache=cache, **kw)
+
+
+def same(a: list[dict], b: list[dict]) -> bool:
+    """Rows equal value for value (NaN equal to NaN, floats exactly)."""
+    pd.testing.assert_frame_equal(pd.DataFrame(a), pd.DataFrame(b), check_exact=True)
+    return True
+
+
+class CountSteps:
+    """Counts optimizer steps by wrapping the hot loop."""
+
+    def __init__(self, monkeypatch):
+        self.steps = 0
+        real = train_mod.train_batches
+
+        def counting(model, optimizer, data, index_batches, sums):
+            self.steps += len(index_batches)
+            real(model, optimizer, data, index_batches, sums)
+
+        monkeypatch.setattr(train_mod, "train_batches", counting)
+
+
+def test_cache_gives_the_numbers_of_retraining_and_trains_once(tmp_path, monkeypatch):
+    fresh_10, fresh_30 = job(None, bins=10), job(None, bins=30)
+    counter = CountSteps(monkeypatch)
+    cached_10 = job(TrainCache(tmp_path, KEY), bins=10)
+    assert counter.steps == 3 * 23
+    cached_30 = job(TrainCache(tmp_path, KEY), bins=30)  # another estimator: no training
+    assert counter.steps == 3 * 23
+    assert same(cached_10, fresh_10) and same(cached_30, fresh_30)
+    assert [r["I_XT"] for r in fresh_10] != [r["I_XT"] for r in fresh_30]  # the test can fail
+    assert len(list(Path(TrainCache(tmp_path, KEY).dir).glob("point_*.pt"))) == 4
+
+
+def test_other_training_key_gets_its_own_folder(tmp_path):
+    a, b = TrainCache(tmp_path, KEY), TrainCache(tmp_path, {**KEY, "seed": 1})
+    assert a.dir != b.dir and a.dir.parent == b.dir.parent == tmp_path
+    assert (a.dir / "key.json").exists()
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(n_points: int):
+    seen = []
+
+    def on_rows(rows):
+        seen.append(rows)
+        if len(seen) == n_points:
+            raise Stop
+
+    return on_rows
+
+
+def test_a_dead_trainer_is_taken_over_from_the_latest_state(tmp_path, monkeypatch):
+    """A trainer that stopped after point 2 leaves points 0..2; the next job trains only 3."""
+    fresh = job(None)
+    with pytest.raises(Stop):
+        job(TrainCache(tmp_path, KEY), on_rows=stop_after(3))
+    cache = TrainCache(tmp_path, KEY)
+    assert cache.load_point(2) is not None and cache.load_point(3) is None
+    counter = CountSteps(monkeypatch)
+    assert same(job(cache), fresh)
+    assert counter.steps == 23  # one epoch: from the stored state at point 2, not from 0
+
+
+def test_a_damaged_point_file_is_retrained(tmp_path):
+    fresh = job(None)
+    cache = TrainCache(tmp_path, KEY)
+    job(cache)
+    cache.point_path(3).write_bytes(b"torn")  # not loadable: trained again
+    (cache.dir / "state.pt").unlink()
+    assert same(job(TrainCache(tmp_path, KEY)), fresh)
+
+
+def _concurrent_job(root: str, bins: int) -> tuple[list[dict], int]:
+    steps = 0
+    real = train_mod.train_batches
+
+    def counting(model, optimizer, data, index_batches, sums):
+        nonlocal steps
+        steps += len(index_batches)
+        real(model, optimizer, data, index_batches, sums)
+
+    train_mod.train_batches = counting
+    trainer = TrainerConfig(epochs=4, batch_size=32)
+    return job(TrainCache(root, KEY, poll_s=0.05), bins=bins, trainer=trainer), steps
+
+
+@pytest.mark.slow  # two spawned processes import torch: ~20 s on 2 cores
+def test_two_jobs_at_once_train_once_and_agree(tmp_path):
+    trainer = TrainerConfig(epochs=4, batch_size=32)
+    fresh = {bins: job(None, bins=bins, trainer=trainer) for bins in (10, 30)}
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        out = pool.starmap(_concurrent_job, [(str(tmp_path), 10), (str(tmp_path), 30)])
+    (rows_10, steps_10), (rows_30, steps_30) = out
+    assert same(rows_10, fresh[10]) and same(rows_30, fresh[30])
+    assert steps_10 + steps_30 == 4 * 45  # one job trained, the other read its points
+
+
+# ---------------------------------------------------------------------------------------------
+# what the key is made of
+
+
+def test_training_key_ignores_estimator_probe_and_runtime_keys(compose_cfg):
+    cpu = torch.device("cpu")
+    base = training_key(compose_cfg(), cpu)
+    for same in (
+        "estimator.bins=10",
+        "estimator=per_neuron",
+        "probe.output=true",
+        "trainer.eval_batch_size=100",
+        "resume=true",
+        "threads=1",
+        "cache.dir=/elsewhere",
+    ):
+        assert training_key(compose_cfg(same), cpu) == base, same
+    for other in (
+        "seed=1",
+        "model=mlp1",
+        "model.activation=tanh",
+        "optimizer.lr=0.01",
+        "trainer.epochs=2",
+        "trainer.batch_size=64",
+        "trainer.eval=log:10",
+        "data.split_seed=1",
+    ):
+        assert training_key(compose_cfg(other), cpu) != base, other
+    assert training_key(compose_cfg(), torch.device("cuda")) != base
+    assert training_key(compose_cfg("trainer.eval=1"), cpu) == base  # canonical form
+    fashion = training_key(compose_cfg("data=fashion_mnist"), cpu)
+    assert training_key(compose_cfg("data=fashion_mnist", "data.download=false"), cpu) == fashion
+
+
+def test_job_hash_ignores_runtime_keys_only(compose_cfg):
+    base = job_config_hash(compose_cfg())
+    assert job_config_hash(compose_cfg("resume=true", "threads=1", "cache.enabled=false")) == base
+    assert job_config_hash(compose_cfg("estimator.bins=10")) != base
+
+
+def test_cache_dir_choice(compose_cfg, tmp_path):
+    assert cache_dir(compose_cfg(), None) is None  # single run: the job's checkpoint suffices
+    assert cache_dir(compose_cfg(), str(tmp_path)) == tmp_path / ".train_cache"
+    assert cache_dir(compose_cfg("cache.enabled=false"), str(tmp_path)) is None
+    assert cache_dir(compose_cfg(f"cache.dir={tmp_path}/c"), None) == tmp_path / "c"
+
+
+def test_atomic_json_leaves_no_temp_files(tmp_path):
+    save_json({"a": 1}, tmp_path / "s.json")
+    save_json({"a": 2}, tmp_path / "s.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
+    assert pd.read_json(tmp_path / "s.json", typ="series")["a"] == 2
+
+
+def test_a_failing_job_lets_go_of_the_lock_at_once(tmp_path):
+    """Same process, same key (a basic-launcher sweep): the next job must not wait forever."""
+    cache = TrainCache(tmp_path, KEY)
+    kept = None
+    try:
+        job(cache, on_rows=stop_after(2))  # fails while it is the trainer
+    except Stop as err:
+        kept = err  # its traceback keeps the job's frames alive, as Hydra's JobReturn does
+    with cache.try_lock() as mine:
+        assert mine and kept is not None

@@ -1,0 +1,170 @@
+"""The training loop: schedules, exact continuation, divergence, threads, job-key validation."""
+
+from __future__ import annotations
+
+import io
+import math
+from functools import partial
+
+import pytest
+import torch
+
+from infoflow.config import ConfigError
+from infoflow.data import load_digits
+from infoflow.estimators import binning
+from infoflow.job import resolve_threads, validate_job_keys
+from infoflow.models import MLP
+from infoflow.store import JobDir
+from infoflow.train import Trainer, TrainerConfig, TrainingDiverged, run, train_epoch
+
+DATA = load_digits()  # 1,437 train / 360 eval
+
+
+def build(seed: int = 0, data=DATA):
+    torch.manual_seed(seed)
+    model = MLP(data.in_shape, data.n_classes, [32, 16])
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def go(trainer: TrainerConfig, seed: int = 0, **kw):
+    model, opt = build(seed)
+    rows = run(model, opt, DATA, partial(binning, bins=10), trainer, seed, lambda r: None, **kw)
+    return rows, model
+
+
+def same_params(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_default_schedule_rows_epochs_and_steps():
+    rows, _ = go(TrainerConfig(epochs=3, batch_size=64))
+    per_epoch = math.ceil(1437 / 64)
+    assert [(r["epoch"], r["step"], r["layer"]) for r in rows] == [
+        (e, e * per_epoch, layer) for e in range(4) for layer in (1, 2)
+    ]
+    assert all(isinstance(r["epoch"], int) for r in rows)
+    assert math.isnan(rows[0]["train_loss"]) and not math.isnan(rows[-1]["train_loss"])
+    assert rows[-1]["eval_acc"] > rows[0]["eval_acc"] + 0.2  # it learned
+
+
+def test_evaluating_more_often_does_not_change_training():
+    """log-spaced evaluation (mid-epoch stops) trains exactly the same net as per-epoch."""
+    rows_log, model_log = go(TrainerConfig(epochs=3, batch_size=64, eval="log:12"))
+    rows_ep, model_ep = go(TrainerConfig(epochs=3, batch_size=64))
+    assert same_params(model_log, model_ep)
+    steps = sorted({r["step"] for r in rows_log})
+    assert steps[0] == 0 and steps[-1] == 3 * 23 and any(0 < s < 23 for s in steps)
+    assert all(isinstance(r["epoch"], float) for r in rows_log)
+    last_log = [r for r in rows_log if r["step"] == 69]
+    last_ep = [r for r in rows_ep if r["step"] == 69]
+    assert [r["I_XT"] for r in last_log] == [r["I_XT"] for r in last_ep]
+    assert last_log[0]["eval_loss"] == last_ep[0]["eval_loss"]
+
+
+def test_trainer_state_round_trip_mid_epoch_continues_bit_for_bit():
+    straight = Trainer(*build(), DATA, 64, seed=3)
+    straight.train_to(60)
+    first = Trainer(*build(), DATA, 64, seed=3)
+    first.train_to(30)  # mid epoch 2 (23 steps per epoch)
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    second = Trainer(*build(seed=99), DATA, 64, seed=99)  # other init, other generator
+    second.load_state_dict(torch.load(buf, weights_only=False))
+    stats = second.train_to(60)
+    assert second.step == 60 and same_params(second.model, straight.model)
+    assert stats["train_loss"] > 0
+
+
+def test_train_epoch_matches_trainer():
+    model, opt = build()
+    gen = torch.Generator().manual_seed(0)
+    stats = train_epoch(model, opt, DATA, 64, gen)
+    trainer = Trainer(*build(), DATA, 64, seed=0)
+    assert trainer.train_to(trainer.per_epoch) == stats
+    assert same_params(model, trainer.model)
+
+
+def test_nan_loss_stops_keeps_rows_and_marks_status(tmp_path):
+    bad = DATA.__class__("digits", DATA.x_train.clone(), DATA.y_train, DATA.x_eval, DATA.y_eval)
+    bad.x_train[5] = float("nan")
+    torch.manual_seed(0)
+    model = MLP(bad.in_shape, bad.n_classes, [8])
+    opt = torch.optim.Adam(model.parameters())
+    seen = []
+    job = JobDir(tmp_path, run_id="r1", config_hash="h")
+    with pytest.raises(TrainingDiverged, match=r"train_loss is nan.*optimizer\.lr"):
+        run(model, opt, bad, binning, TrainerConfig(epochs=3), 0, seen.extend, job=job)
+    assert [r["epoch"] for r in seen] == [0]  # the untrained point was measured and kept
+    status = job.read_status()
+    assert status["status"] == "failed" and "diverged" in status["error"]
+    assert (status["evals_done"], status["evals_total"], status["run_id"]) == (1, 4, "r1")
+    assert job.load_checkpoint()["evals_done"] == 1
+
+
+def test_status_json_running_then_completed(tmp_path):
+    job = JobDir(tmp_path, run_id="abc", config_hash="h")
+    states = []
+
+    def watch(rows):
+        states.append(job.read_status())
+
+    model, opt = build()
+    run(model, opt, DATA, binning, TrainerConfig(epochs=2), 0, watch, job=job)
+    assert states[0]["status"] == "running" and states[0]["evals_done"] == 0
+    assert states[-1]["evals_done"] == 2  # written after the previous evaluation
+    final = job.read_status()
+    assert final == {
+        "status": "completed",
+        "error": None,
+        "evals_done": 3,
+        "evals_total": 3,
+        "run_id": "abc",
+        "config_hash": "h",
+    }
+
+
+def test_threads_follow_the_launcher(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("infoflow.job.cores", lambda: 8)
+    assert resolve_threads(3) == 3
+    assert resolve_threads("auto") == 8  # basic launcher: one job at a time
+    assert resolve_threads("auto", {"n_jobs": 2}) == 4
+    assert resolve_threads("auto", {"n_jobs": -1}) == 1  # joblib: every core busy
+    assert resolve_threads("auto", {"n_jobs": -3}) == 1  # 6 workers on 8 cores
+    assert resolve_threads("auto", {"n_jobs": 16}) == 1
+    assert resolve_threads("auto", {"cpus_per_task": 2, "n_jobs": None}) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert resolve_threads("auto", {"n_jobs": 2}) == 5
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    for n_jobs in (1, 2, 3, 4, 8, -1):
+        threads = resolve_threads("auto", {"n_jobs": n_jobs})
+        assert (n_jobs if n_jobs > 0 else 8) * threads <= 8
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("trainer.eval=sometimes", "trainer.eval"),
+        ("resume=maybe", "resume"),
+        ("threads=0", "threads"),
+        ("threads=many", "threads"),
+        ("cache.enabled=2", "cache.enabled"),
+    ],
+)
+def test_job_keys_are_validated(compose_cfg, override, key):
+    cfg = compose_cfg(override)
+    with pytest.raises(ConfigError) as info:
+        validate_job_keys(cfg)
+    assert str(info.value).startswith(f"{key} must") and "got" in str(info.value)
+
+
+def test_default_job_keys_are_valid(compose_cfg):
+    cfg = compose_cfg()
+    validate_job_keys(cfg)
+    assert (cfg.trainer.eval, cfg.resume, cfg.threads, cfg.cache.enabled) == (
+        "epoch",
+        False,
+        "auto",
+        True,
+    )
