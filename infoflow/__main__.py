@@ -42,6 +42,16 @@ def job_meta(cfg: DictConfig, run_id: str) -> dict:
     return meta
 
 
+def refuse(err: Exception, job: JobDir, multirun: bool) -> None:
+    """Stop a job before training: a single run exits with the message; in a sweep the job is
+    marked failed with it and the other jobs go on (the sweep exits 1 after its summary)."""
+    if not multirun:
+        sys.exit(f"infoflow: error: {err}")
+    log.error("infoflow: error: %s", err)
+    job.run_id = job.run_id or new_run_id()
+    job.write_status("failed", 0, 0, error=str(err))
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
@@ -51,7 +61,7 @@ def main(cfg: DictConfig) -> None:
         validate_job_keys(cfg)
         device = resolve_device(cfg.device)
     except ConfigError as err:
-        sys.exit(f"infoflow: error: {err}")
+        return refuse(err, JobDir(hydra_cfg.runtime.output_dir, run_id=new_run_id()), multirun)
     job = JobDir(hydra_cfg.runtime.output_dir, config_hash=job_config_hash(cfg))
     status = job.read_status() if cfg.resume else None
     if job.same_job(status) and status["status"] == "completed":
@@ -62,7 +72,7 @@ def main(cfg: DictConfig) -> None:
     try:
         data = instantiate(cfg.data).to(device)
     except DataError as err:
-        sys.exit(f"infoflow: error: {err}")
+        return refuse(err, job, multirun)
     torch.manual_seed(cfg.seed)
     model = instantiate(cfg.model, in_shape=data.in_shape, n_classes=data.n_classes).to(device)
     optimizer = instantiate(cfg.optimizer)(model.parameters())

@@ -44,7 +44,9 @@ class MergeResults(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._merged = True
-        merge_sweep(self._sweep_dir or Path(str(config.hydra.sweep.dir)))
+        merged = merge_sweep(self._sweep_dir or Path(str(config.hydra.sweep.dir)))
+        if merged.jobs["status"].isin(["failed", "incomplete"]).any():
+            raise SystemExit(1)  # every job ran and the sweep is merged; the exit code tells
 
     def _merge_at_exit(self) -> None:
         if self._merged or self._sweep_dir is None or not self._sweep_dir.is_dir():

@@ -52,7 +52,14 @@ class MLP(nn.Module):
 
 class CNN(nn.Module):
     """The notebook's SimpleCNN: conv(k, pad k//2) -> pool 2 -> conv with 2x channels -> pool 2
-    -> linear. Probes: the activated output of each conv, flattened channel-major."""
+    -> linear. Probes: the activated output of each conv, flattened channel-major.
+
+    The conv weights and activations are kept in ``torch.channels_last`` memory format (NHWC
+    strides, same shapes and values): oneDNN's convolutions on CPU are about 1.3x faster on
+    it than on NCHW, and cuDNN's likewise. The flattening before ``fc`` and of the probes is
+    channel-major (index ``c * H * W + h * W + w``) as with NCHW, so the units mean the same;
+    only the float rounding of the convolutions differs from NCHW (last digits).
+    """
 
     def __init__(
         self,
@@ -72,9 +79,11 @@ class CNN(nn.Module):
         self.fc = nn.Linear(2 * channels * (h // 4) * (w // 4), n_classes)
         self.probe_names = ["conv1", "conv2"]
         self.probe_units = [channels * h * w, 2 * channels * (h // 2) * (w // 2)]
+        self.to(memory_format=torch.channels_last)  # conv weights (C_out, C_in, k, k) as NHWC
 
     def forward(self, x: torch.Tensor, probe: bool = False):
-        a1 = self.act(self.conv1(x))  # (B, C, H, W)
-        a2 = self.act(self.conv2(self.pool(a1)))  # (B, 2C, H/2, W/2)
-        logits = self.fc(self.pool(a2).flatten(1))  # (B, n_classes)
+        x = x.contiguous(memory_format=torch.channels_last)  # (B, c, H, W), NHWC strides
+        a1 = self.act(self.conv1(x))  # (B, C, H, W), channels_last
+        a2 = self.act(self.conv2(self.pool(a1)))  # (B, 2C, H/2, W/2), channels_last
+        logits = self.fc(self.pool(a2).flatten(1))  # (B, n_classes); flatten is channel-major
         return (logits, [a1.flatten(1), a2.flatten(1)]) if probe else logits

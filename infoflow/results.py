@@ -105,7 +105,7 @@ def flatten_config(cfg: DictConfig | Mapping, prefix: str = "") -> dict[str, Any
 # atomic writes
 
 
-def _write_atomic(path: str | os.PathLike, write: Any) -> None:
+def write_atomic(path: str | os.PathLike, write: Any) -> None:
     """Call ``write(tmp_path)`` on a file beside ``path``, fsync it, then rename it over ``path``.
 
     A reader (or a job killed at any instant, SIGKILL included) sees the old file or the new
@@ -132,17 +132,17 @@ def _write_atomic(path: str | os.PathLike, write: Any) -> None:
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``df`` to ``path`` as Parquet, atomically (see :func:`_write_atomic`)."""
-    _write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+    """Write ``df`` to ``path`` as Parquet, atomically (see :func:`write_atomic`)."""
+    write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` to ``path`` as JSON, atomically (see :func:`_write_atomic`)."""
+    """Write ``obj`` to ``path`` as JSON, atomically (see :func:`write_atomic`)."""
 
     def write(tmp: Path) -> None:
         tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n", encoding="utf-8")
 
-    _write_atomic(path, write)
+    write_atomic(path, write)
 
 
 class JobTable:

@@ -26,13 +26,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from infoflow.results import write_atomic, write_json_atomic
 
 try:  # POSIX; elsewhere jobs with the same key may both train (same numbers, first rename wins)
     import fcntl
@@ -50,26 +51,14 @@ CODE_FILES = ("train.py", "models.py", "data.py", "schedule.py")  # sources that
 # atomic files
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_json(obj: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write ``obj`` as JSON to ``path`` atomically."""
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1, default=str)))
+    write_json_atomic(obj, path)
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically."""
-    _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_torch(path: str | os.PathLike) -> Any | None:

@@ -349,6 +349,21 @@ class Trainer:
 # evaluation and estimation
 
 
+# Most values (floats) the widest probe of one evaluation batch may hold on the CPU: 16 MB of
+# float32, about what a last-level cache holds. Measured on 2 CPU cores, Fashion-MNIST, the CNN
+# (conv1: 12,544 units): its evaluation pass over 10,000 images takes 0.94 s in batches of
+# 256-512 against 1.67 s in batches of 4096, whose 205 MB activation maps go through memory at
+# every op. Nets up to 1,024 units wide keep the configured 4096 (the MLPs' numbers unchanged).
+EVAL_BLOCK_FLOATS = 2**22
+
+
+def eval_batch_rows(model: nn.Module, batch_size: int) -> int:
+    """Rows per evaluation batch: ``batch_size``, cut so that ``rows * widest probe`` stays
+    within ``EVAL_BLOCK_FLOATS`` (at least 1 row). Models without ``probe_units`` keep it."""
+    widest = max(getattr(model, "probe_units", None) or [1])
+    return max(1, min(batch_size, EVAL_BLOCK_FLOATS // widest))
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, data: Dataset, batch_size: int, probe_output: bool = False
@@ -357,18 +372,35 @@ def evaluate(
 
     The probes are one (n_eval, units) tensor per probed layer, on the data's device; with
     ``probe_output`` the softmax output (n_eval, n_classes) is appended as the last layer.
+    Each batch's probes are copied into preallocated (n_eval, units) tensors as they come
+    (one copy, no ``torch.cat`` of all the batches at the end: the CNN's conv1 probe alone is
+    10,000 x 12,544 floats, 500 MB, on Fashion-MNIST). The batch size changes memory and
+    speed only, not the values (up to float rounding of the summation order).
+
+    On the CPU ``batch_size`` is an upper bound: the batch is cut further so that the widest
+    probe of a batch holds at most ``EVAL_BLOCK_FLOATS`` values (see :func:`eval_batch_rows`).
     """
     model.eval()
-    loss_sum, correct, chunks = 0.0, 0, []
+    loss_sum, correct = 0.0, 0
+    n = len(data.y_eval)
+    if data.x_eval.device.type == "cpu":  # a GPU runs the configured batch size
+        batch_size = eval_batch_rows(model, batch_size)
+    layers: list[torch.Tensor] = []  # [(n_eval, units)], allocated at the first batch
+    start = 0
     for x, y in zip(data.x_eval.split(batch_size), data.y_eval.split(batch_size)):
         logits, probes = model(x, probe=True)  # (B, n_classes), [(B, units)]
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         if probe_output:
             probes = [*probes, logits.softmax(1)]  # (B, n_classes)
-        chunks.append(probes)
-    layers = [torch.cat(parts) for parts in zip(*chunks)]  # [(n_eval, units)]
-    n = len(data.y_eval)
+        if len(y) == n:  # one batch: the probes are the layers, no copy
+            layers = [p.contiguous() for p in probes]
+            break
+        if not layers:
+            layers = [p.new_empty((n, p.shape[1])) for p in probes]  # [(n_eval, units)]
+        for layer, p in zip(layers, probes):
+            layer[start : start + len(y)] = p  # (B, units)
+        start += len(y)
     metrics = {"eval_loss": float(loss_sum) / n, "eval_acc": float(correct) / n}
     return metrics, layers
 

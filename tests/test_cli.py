@@ -89,6 +89,8 @@ def test_the_readme_sweep_reaches_090_on_digits(cli, tmp_path):
         (["model.activation=gelu"], "model.activation must be one of relu, tanh, got 'gelu'"),
         (["data=imagenet"], "Could not find 'data/imagenet'"),
         (["estimator=mine"], "Could not find 'estimator/mine'"),
+        (["trainer.eval=log:1"], "trainer.eval must be 'epoch', an integer K >= 1"),
+        (["estimator=kde", "estimator.noise_var=0"], "estimator.noise_var must be a number > 0"),
     ],
 )
 def test_bad_input_stops_before_training(cli, tmp_path, args, expected):
@@ -120,3 +122,16 @@ def test_missing_data_says_where_it_looked(cli, tmp_path):
     assert proc.returncode != 0
     assert f"no mnist IDX files in {empty}" in proc.stderr
     assert "train-images-idx3-ubyte" in proc.stderr
+
+
+def test_a_bad_job_in_a_sweep_fails_alone(cli, tmp_path):
+    """A config error in one job of a sweep marks it failed; the others run; the sweep exits 1."""
+    proc = cli("-m", "model=mlp1", "model.activation=gelu,relu", "trainer.epochs=1",
+               "hydra.sweep.dir=sw")  # fmt: skip
+    assert proc.returncode == 1
+    assert "model.activation must be one of relu, tanh, got 'gelu'" in proc.stdout + proc.stderr
+    jobs = pd.read_parquet(tmp_path / "sw" / "jobs.parquet")
+    assert jobs.status.tolist() == ["failed", "completed"]
+    assert "model.activation" in jobs.error[0]
+    assert not (tmp_path / "sw" / "0" / "mi.parquet").exists()
+    assert len(pd.read_parquet(tmp_path / "sw" / "results.parquet")) == 2  # job 1: epochs 0, 1

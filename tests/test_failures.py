@@ -200,6 +200,7 @@ def test_a_failing_job_does_not_stop_the_sweep_and_the_summary_names_it(tmp_path
         cwd=tmp_path,
     )
     log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log[-3000:]  # every job ran; the exit code says one failed
     jobs = pd.read_parquet(sweep / JOBS_TABLE)
     assert jobs.status.tolist() == ["failed", "completed"], log[-3000:]
     assert jobs.error[0] and jobs.evals_done[0] < jobs.evals_total[0]

@@ -156,6 +156,7 @@ def test_cli_sweep_resume_skips_completed_jobs_and_a_failed_job_does_not_stop_th
     ]
     first = cli(*args, cwd=tmp_path)
     assert "job failed: training diverged" in first.stdout
+    assert first.returncode == 1
     assert read_status(tmp_path / "sw" / "0")["status"] == "failed"
     assert read_status(tmp_path / "sw" / "1")["status"] == "completed"  # the sweep went on
     assert len(pd.read_parquet(tmp_path / "sw" / "0" / "mi.parquet")) == 1  # epoch 0 kept

@@ -1,0 +1,92 @@
+"""The speed measures of issue 5 keep the numbers: channels_last CNN, capped evaluation batches,
+the in-process IDX cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from infoflow.data import Dataset, load_mnist
+from infoflow.models import CNN, MLP
+from infoflow.train import EVAL_BLOCK_FLOATS, Trainer, eval_batch_rows, evaluate
+
+
+def tiny_data(n_train: int = 64, n_eval: int = 40, side: int = 12) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n_train + n_eval, 1, side, side, generator=g)  # (N, 1, side, side)
+    y = torch.randint(0, 3, (n_train + n_eval,), generator=g)  # (N,)
+    return Dataset("tiny", x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+
+
+def test_cnn_is_channels_last_with_channel_major_probes():
+    torch.manual_seed(0)
+    model = CNN((1, 12, 12), 3, channels=4).eval()
+    assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(5, 1, 12, 12)  # (B, 1, H, W)
+    logits, (p1, p2) = model(x, probe=True)
+    # reference: the same weights in NCHW, flattened channel-major
+    w1, w2 = model.conv1.weight.contiguous(), model.conv2.weight.contiguous()
+    a1 = F.relu(F.conv2d(x, w1, model.conv1.bias, padding=2))  # (B, 4, 12, 12)
+    a2 = F.relu(F.conv2d(F.max_pool2d(a1, 2), w2, model.conv2.bias, padding=2))  # (B, 8, 6, 6)
+    ref = F.linear(F.max_pool2d(a2, 2).flatten(1), model.fc.weight, model.fc.bias)  # (B, 3)
+    torch.testing.assert_close(p1, a1.flatten(1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(p2, a2.flatten(1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_cnn_training_is_deterministic():
+    data = tiny_data()
+
+    def train() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = CNN(data.in_shape, 3, channels=4)
+        trainer = Trainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), data, 16, seed=0)
+        trainer.train_to(2 * trainer.per_epoch)
+        return model.state_dict()
+
+    a, b = train(), train()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_batches_are_capped_by_the_widest_probe():
+    mlp = MLP((1, 28, 28), 10, [512, 64])
+    cnn = CNN((1, 28, 28), 10)  # conv1: 16 * 28 * 28 = 12,544 units
+    assert eval_batch_rows(mlp, 4096) == 4096  # the MLPs keep the configured size
+    assert eval_batch_rows(cnn, 4096) == EVAL_BLOCK_FLOATS // 12544 == 334
+    assert eval_batch_rows(cnn, 100) == 100
+
+
+def test_evaluate_fills_whole_layers_in_any_batch_size():
+    data = tiny_data()
+    torch.manual_seed(0)
+    model = MLP(data.in_shape, 3, [7, 5])
+    whole, layers = evaluate(model, data, 1000, probe_output=True)  # one batch
+    parts, chunked = evaluate(model, data, 6, probe_output=True)  # 7 batches, last one short
+    assert [t.shape for t in chunked] == [(40, 7), (40, 5), (40, 3)]
+    for a, b in zip(layers, chunked):
+        torch.testing.assert_close(a, b)
+    assert whole["eval_acc"] == parts["eval_acc"]
+    assert abs(whole["eval_loss"] - parts["eval_loss"]) < 1e-6
+
+
+def write_idx(a: np.ndarray, path) -> None:
+    header = bytes([0, 0, 0x08, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
+    path.write_bytes(header + a.astype(np.uint8).tobytes())
+
+
+def test_idx_data_set_is_decoded_once_per_process_and_reread_when_changed(tmp_path):
+    rng = np.random.default_rng(0)
+    for stem, shape in [
+        ("train-images-idx3-ubyte", (6, 28, 28)),
+        ("train-labels-idx1-ubyte", (6,)),
+        ("t10k-images-idx3-ubyte", (4, 28, 28)),
+        ("t10k-labels-idx1-ubyte", (4,)),
+    ]:
+        write_idx(rng.integers(0, 10, size=shape), tmp_path / stem)
+    first = load_mnist(str(tmp_path), download=False)
+    assert load_mnist(str(tmp_path), download=False) is first  # cached: the same tensors
+    write_idx(np.arange(7, dtype=np.uint8), tmp_path / "train-labels-idx1-ubyte")  # 7 labels
+    write_idx(rng.integers(0, 10, size=(7, 28, 28)), tmp_path / "train-images-idx3-ubyte")
+    again = load_mnist(str(tmp_path), download=False)
+    assert again is not first and again.y_train.tolist() == list(range(7))
