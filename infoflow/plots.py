@@ -233,12 +233,7 @@ def information_plane(
         refs.append(f"y = H(Y) = {h_y:.2f}")
     if refs:
         handles.append(Line2D([], [], ls=":", color="0.35", label="dotted: " + ", ".join(refs)))
-    fig.legend(
-        handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8.5,
-        frameon=False,
-    )  # fmt: skip
-    _set_title(fig, title)
-    return fig
+    return _finish(fig, handles, title)
 
 
 def curves_vs_epoch(df: pd.DataFrame, *, title: str | None = None) -> Figure:
@@ -328,6 +323,11 @@ def curves_vs_epoch(df: pd.DataFrame, *, title: str | None = None) -> Figure:
                 [], [], color="0.6", lw=6, alpha=0.4, label="band: 95% t-interval of the seed mean"
             )
         )
+    return _finish(fig, handles, title)
+
+
+def _finish(fig: Figure, handles: list, title: str | None) -> Figure:
+    """The shared legend below the panels, then the title."""
     fig.legend(
         handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8.5,
         frameon=False,
