@@ -195,7 +195,7 @@ def test_ray_config_composes(compose_cfg):
         reason="hydra-ray-launcher is not installed (pip install 'infoflow[ray]')",
     )
     cfg = compose_cfg(
-        "hydra/launcher=ray", "hydra.launcher.ray.init.num_cpus=4", return_hydra_config=True
+        "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=4", return_hydra_config=True
     )
     assert cfg.hydra.launcher._target_.endswith("RayLauncher")
     assert cfg.hydra.launcher.ray.init.num_cpus == 4
