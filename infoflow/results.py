@@ -411,11 +411,6 @@ def log_summary(result: MergeResult, root: Path) -> None:
         )
 
 
-def merge_tables(sweep_dir: str | os.PathLike) -> pd.DataFrame | None:
-    """Merge a sweep (see :func:`merge_sweep`) and return the merged table, None if empty."""
-    return merge_sweep(sweep_dir).results
-
-
 # ---------------------------------------------------------------------------------------------
 # command line: python -m infoflow.results merge DIR [DIR ...]
 

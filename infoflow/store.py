@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from infoflow.results import write_atomic, write_json_atomic
+from infoflow.results import STATUS_FILE, read_status, write_atomic, write_json_atomic
 
 try:  # POSIX; elsewhere jobs with the same key may both train (same numbers, first rename wins)
     import fcntl
@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-STATUS = "status.json"
+STATUS = STATUS_FILE
 CHECKPOINT = "checkpoint.pt"
 CODE_FILES = ("train.py", "models.py", "data.py", "schedule.py")  # sources that shape training
 
@@ -104,10 +104,8 @@ class JobDir:
         self.config_hash = config_hash
 
     def read_status(self) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.path / STATUS).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        """This job's ``status.json``, or None when absent or unreadable."""
+        return read_status(self.path)[0]
 
     def same_job(self, status: Mapping[str, Any] | None) -> bool:
         """Whether a status (or checkpoint) was written by this job's config."""
