@@ -76,7 +76,7 @@ def reference_epoch(model, train_loader, test_loader) -> tuple[float, float]:
     with torch.no_grad():
         for imgs, labels in test_loader:
             _, probes = model(imgs, probe=True)
-            acts.append([p.numpy() for p in probes])
+            acts.append([p.flatten(1).numpy() for p in probes])
             xs.append(imgs.view(imgs.size(0), -1).numpy())
             ys.append(labels.numpy())
     all_x, all_y = np.concatenate(xs), np.concatenate(ys)

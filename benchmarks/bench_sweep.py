@@ -238,7 +238,7 @@ def infoflow_sweep(models, bins, epochs, root, estimator, cache, device, workdir
     if out.returncode != 0:
         sys.exit(f"infoflow sweep failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     log = out.stdout + out.stderr
-    pairs = re.findall(r"\(train ([\d.]+)s, estimate ([\d.]+)s\)", log)
+    pairs = re.findall(r"\(train ([\d.]+)s, estimate ([\d.]+)s", log)
     return {
         "wall": wall,
         "train": sum(float(a) for a, _ in pairs),
@@ -284,14 +284,16 @@ def epoch_check(name, data, reps) -> dict:
         bare_t.append(t1 - t0)
         loop_t.append(time.perf_counter() - t1)
     fwd_t, est_t = [], []
-    for _ in range(reps):
+    layers = None  # the loop's buffers, reused from point to point
+    for _ in range(reps + 1):  # the first pass allocates the buffers, as at a job's step 0
         t0 = time.perf_counter()
-        _, layers = evaluate(trainer.model, data, 4096)
+        _, layers = evaluate(trainer.model, data, 4096, out=layers)
         sync(data)
         t1 = time.perf_counter()
         measure(layers, data, lambda T, X, Y: binning(T, X, Y, bins=30), trainer.model.probe_names)
         fwd_t.append(t1 - t0)
         est_t.append(time.perf_counter() - t1)
+    fwd_t, est_t = fwd_t[1:], est_t[1:]
     return {"bare": min(bare_t), "loop": min(loop_t), "forward": min(fwd_t), "estimate": min(est_t)}
 
 

@@ -27,6 +27,7 @@ from infoflow.job import (
     validate_job_keys,
 )
 from infoflow.results import GROUPS, JOB_TABLE, JobTable, flatten_config
+from infoflow.sharing import SharedEstimates, estimate_spec
 from infoflow.store import JobDir, TrainCache
 from infoflow.train import TrainerConfig, TrainingDiverged, describe, run
 
@@ -81,6 +82,8 @@ def main(cfg: DictConfig) -> None:
     sweep_dir = to_absolute_path(hydra_cfg.sweep.dir) if multirun else None
     cache_root = cache_dir(cfg, sweep_dir, cwd=hydra_cfg.runtime.cwd)
     cache = TrainCache(cache_root, training_key(cfg, device)) if cache_root else None
+    spec = estimate_spec(result_config(cfg))
+    shared = SharedEstimates(cache, spec, build=instantiate) if cache else None
     log.info(
         "%s on %s (%s), %s, device %s, %d threads, cache %s -> %s",
         hydra_cfg.runtime.choices["model"],
@@ -105,6 +108,7 @@ def main(cfg: DictConfig) -> None:
             job=job,
             cache=cache,
             resume=cfg.resume,
+            shared=shared,
         )
     except Exception as err:
         # status.json says "failed" and why; in a sweep the other jobs go on (an exception

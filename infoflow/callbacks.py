@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from infoflow.results import STATUS_FILE, merge_sweep, read_status, write_json_atomic
+from infoflow.sharing import plan_sweep
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class MergeResults(Callback):
         self._sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         self._merged = False
         atexit.register(self._merge_at_exit)
+        plan_sweep(config)  # jobs sharing a training key share their evaluation passes
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._merged = True

@@ -56,6 +56,17 @@ def save_json(obj: Mapping[str, Any], path: str | os.PathLike) -> None:
     write_json_atomic(obj, path)
 
 
+def load_json(path: str | os.PathLike) -> Any | None:
+    """A JSON file's content, or None if it is absent or unreadable (with a warning)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        log.warning("ignoring unreadable %s (%s: %s)", path, type(err).__name__, err)
+        return None
+
+
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically."""
     write_atomic(path, lambda tmp: torch.save(obj, tmp))

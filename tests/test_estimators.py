@@ -7,6 +7,7 @@ and the Gaussian channel T = X + e with X Gaussian (I = d/2 log2(1 + s^2 / v)).
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections import Counter
 
@@ -16,8 +17,10 @@ import torch
 from scipy.special import logsumexp
 
 from infoflow.estimators import binning, check_params, kde, per_neuron
-from infoflow.estimators._common import discrete_mi, hash_rows
-from infoflow.estimators.binning import bin_codes, bin_layer
+from infoflow.estimators._common import discrete_mi, hash_rows, symbols
+from infoflow.estimators.binning import bin_codes, bin_layer, hash_uniform_bins, uniform_grid
+
+BINNING = importlib.import_module("infoflow.estimators.binning")  # the module, not the function
 
 LN2 = math.log(2.0)
 KDE_KEYS = ("I_XT_upper", "I_XT_lower", "I_TY_upper", "I_TY_lower")
@@ -258,6 +261,146 @@ def test_binning_default_is_the_original_algorithm_bit_for_bit(shape):
         H_T, _, I_TY = discrete_mi(hash_rows(bin_layer(T, bins)), y)  # before this change
         r = binning(T, None, y, bins=bins)
         assert (r["I_XT"], r["I_TY"]) == (H_T, I_TY)
+
+
+def relu_layer_with_ties(n, d, dtype, seed=0):
+    """ReLU-like activations with many equal rows: ~70% zeros, dead units, repeated rows."""
+    rng = np.random.default_rng(seed)
+    T = np.maximum(rng.standard_normal((n, d)) - 0.5, 0)
+    T[:, rng.random(d) < 0.3] = 0  # dead units
+    T[n // 2 :] = T[rng.integers(0, n // 2, n - n // 2)]  # half the rows repeat earlier ones
+    T[:3] = 0  # all-zero rows
+    return T.astype(dtype)
+
+
+def formula_codes(T, lo, scale, n_bins):
+    """clip(floor((T - lo) * scale), 0, n_bins - 1) in the estimator's float type, in NumPy."""
+    x = (T.astype(np.result_type(T.dtype, np.float32)) - np.float32(lo)) * np.float32(scale)
+    return np.clip(x, 0, n_bins - 1).astype(np.uint64)  # the cast truncates
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(400, 12544), (3000, 9), (2, 3)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"bins": 2},
+        {"bins": 30},
+        {"bins": 65535},
+        {"bins": None, "bin_width": 0.05},
+        {"bins": 12, "range": (-0.5, 1.0)},
+    ],
+)
+def test_hash_uniform_bins_is_hash_rows_of_the_codes_bit_for_bit(dtype, shape, kw, monkeypatch):
+    T = relu_layer_with_ties(*shape, dtype)
+    lo, scale, n_bins, _ = uniform_grid(T, **kw)
+    ref = hash_rows(formula_codes(T, lo, scale, n_bins))
+    assert np.array_equal(hash_uniform_bins(T, lo, scale, n_bins), ref)  # exact float64 GEMM
+    assert np.array_equal(hash_uniform_bins(T, lo, scale, n_bins, chunk=7), ref)  # ragged blocks
+    monkeypatch.setattr(BINNING, "_MAX_GEMM_DIGITS", 1)  # the int64 multiply-and-sum
+    assert np.array_equal(hash_uniform_bins(T, lo, scale, n_bins), ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"bins": 10},
+        {"bins": 30},
+        {"bins": 65535},
+        {"bins": None, "bin_width": 0.2},
+        {"bins": 8, "range": [0.0, 1.0]},
+    ],
+)
+def test_binning_wide_layers_with_many_equal_rows_equal_the_unique_rows_reference(dtype, kw):
+    T = relu_layer_with_ties(600, 4096, dtype, seed=1)
+    y = np.random.default_rng(2).integers(0, 10, 600)
+    r = binning(T, None, y, **kw)
+    grid = {"range": tuple(kw["range"])} if "range" in kw else {}
+    grid |= {k: kw[k] for k in ("bins", "bin_width") if k in kw}
+    codes, n_bins, _ = bin_codes(T, **grid)  # NumPy, min and max included
+    _, t = np.unique(codes, axis=0, return_inverse=True)  # (n,) one label per distinct row
+    t = t.reshape(-1)
+    lo, scale, n_bins, _ = uniform_grid(T, **grid)
+    fast, k = symbols(hash_uniform_bins(T, lo, scale, n_bins))
+    assert k == len(set(t.tolist())) == len(set(zip(fast.tolist(), t.tolist())))  # one partition
+    H_T, _, I_TY = discrete_mi(t, y)
+    assert r["I_XT"] == pytest.approx(H_T, abs=1e-12)
+    assert r["I_TY"] == pytest.approx(I_TY, abs=1e-12)
+    assert 1 < r["I_XT"] < r["H_max"] - 0.5  # many ties and distinct rows alike
+
+
+def to_array(a):
+    return a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def test_binning_reads_every_layout_and_dtype_alike():
+    T = relu_layer_with_ties(500, 300, np.float32, seed=4)
+    y = np.random.default_rng(5).integers(0, 10, 500)
+    frozen = T.copy()
+    frozen.flags.writeable = False
+    half = T.astype(np.float16)
+    same = [
+        (T, y, {"bins": 30}),
+        (frozen, y, {"bins": 30}),
+        (np.asfortranarray(T), y, {"bins": 30}),
+        (T[::-1], y[::-1], {"bins": 30}),  # negative strides
+        (torch.from_numpy(T), torch.from_numpy(y), {"bins": 30}),
+        (T[:, ::2], y, {"bins": 7, "range": [0.0, 2.0]}),
+    ]
+    for layer, labels, kw in same:
+        ref = binning(np.ascontiguousarray(to_array(layer)), None, to_array(labels), **kw)
+        assert binning(layer, None, labels, **kw) == ref
+    assert binning(half, None, y) == binning(half.astype(np.float32), None, y)  # exact upcast
+
+
+def test_hash_uniform_bins_does_not_depend_on_the_thread_count():
+    T = relu_layer_with_ties(300, 5000, np.float32, seed=6)
+    lo, scale, n_bins, _ = uniform_grid(T, bins=30)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = hash_uniform_bins(T, lo, scale, n_bins)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(one, hash_uniform_bins(T, lo, scale, n_bins))
+
+
+def test_hash_uniform_bins_is_exact_where_the_float64_sums_are_largest(monkeypatch):
+    d, n_bins = 4096, 65535
+    base, n_digits = BINNING._gemm_digits(d, n_bins - 1)
+    half = base // 2
+    m = (base ** (n_digits - 1) - 1) // 2  # balanced digits half, ..., half, 0
+    monkeypatch.setattr(BINNING, "hash_multipliers", lambda k: np.full(k, m, dtype=np.uint64))
+    T = np.ones((4, d), dtype=np.float32)  # codes n_bins - 1: each digit sum is d (n - 1) half
+    T[0], T[2, -1], T[3] = 0.0, 0.0, 0.5
+    lo, scale, n_bins, _ = uniform_grid(T, bins=n_bins)
+    codes = formula_codes(T, lo, scale, n_bins)
+    assert codes[1].min() == n_bins - 1 and 2**52 < d * (n_bins - 1) * half <= 2**53
+    assert np.array_equal(hash_uniform_bins(T, lo, scale, n_bins), codes @ np.full(d, m, np.uint64))
+
+
+@pytest.mark.parametrize("base", [3, 257, 2**21 + 1, 2**32 + 1])
+def test_balanced_digits_rebuild_every_int64(base):
+    rng = np.random.default_rng(base % 1000)
+    m = np.r_[[-(2**63), -1, 0, 1, 2**63 - 1], rng.integers(-(2**63), 2**63 - 1, 200)]
+    n_digits = next(p for p in range(1, 70) if base**p > 2**64)
+    digits = BINNING._balanced_digits(m.astype(np.int64), base, n_digits)  # (P, d)
+    assert np.abs(digits).max() <= base // 2
+    assert [sum(int(e) * base**p for p, e in enumerate(col)) for col in digits.T] == m.tolist()
+
+
+@pytest.mark.parametrize("d", [1, 9, 512, 12544, 10**6])
+@pytest.mark.parametrize("cmax", [0, 1, 29, 255, 65534, 2**32 - 2])
+def test_gemm_digits_keep_every_partial_sum_exact_in_float64(d, cmax):
+    plan = BINNING._gemm_digits(d, cmax)
+    if plan is None:  # the int64 hash instead: only for huge layers with very many bins
+        assert d * cmax > 2**46
+        return
+    base, n_digits = plan
+    assert base % 2 == 1 and base**n_digits > 2**64 >= base ** (n_digits - 1)
+    assert d * max(cmax, 1) * (base // 2) <= 2**53
+    assert n_digits == 2 or d * cmax > 2**22  # two GEMM columns for common layers
 
 
 # ------------------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ def test_cnn_reads_input_shape(in_shape):
     logits, probes = model(torch.rand(3, *in_shape), probe=True)
     _, h, w = in_shape
     assert logits.shape == (3, 7)
-    assert [p.shape[1] for p in probes] == [4 * h * w, 8 * (h // 2) * (w // 2)]
-    assert [p.shape[1] for p in probes] == model.probe_units
+    assert [p.shape for p in probes] == [(3, 4, h, w), (3, 8, h // 2, w // 2)]
+    assert [p.flatten(1).shape[1] for p in probes] == model.probe_units
 
 
 def test_cnn_has_notebook_architecture():

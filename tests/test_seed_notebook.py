@@ -30,7 +30,7 @@ def notebook_estimate(layer_acts, all_x, all_y, n_bins=30):
 def activations(model, x):
     with torch.no_grad():
         _, probes = model(x, probe=True)
-    return [p.numpy() for p in probes]
+    return [p.flatten(1).numpy() for p in probes]
 
 
 @pytest.mark.parametrize("bins", [30, 10, 2])

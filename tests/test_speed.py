@@ -4,6 +4,7 @@ the in-process IDX cache."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -30,8 +31,8 @@ def test_cnn_is_channels_last_with_channel_major_probes():
     a1 = F.relu(F.conv2d(x, w1, model.conv1.bias, padding=2))  # (B, 4, 12, 12)
     a2 = F.relu(F.conv2d(F.max_pool2d(a1, 2), w2, model.conv2.bias, padding=2))  # (B, 8, 6, 6)
     ref = F.linear(F.max_pool2d(a2, 2).flatten(1), model.fc.weight, model.fc.bias)  # (B, 3)
-    torch.testing.assert_close(p1, a1.flatten(1), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(p2, a2.flatten(1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(p1, a1, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(p2, a2, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -46,6 +47,65 @@ def test_cnn_training_is_deterministic():
         return model.state_dict()
 
     a, b = train(), train()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_cnn_pooling_before_relu_trains_bit_identically(activation):
+    """Pool-then-ReLU (the training path) against ReLU-then-pool: same logits, same steps."""
+    data = tiny_data(n_train=96)
+
+    def train(pool_first: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = CNN(data.in_shape, 3, channels=4, activation=activation)
+        assert model.pool_first == (activation == "relu")
+        model.pool_first = pool_first and model.pool_first
+        trainer = Trainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), data, 16, seed=0)
+        trainer.train_to(3 * trainer.per_epoch)
+        return model.state_dict()
+
+    a, b = train(pool_first=True), train(pool_first=False)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cnn_logits_are_the_same_with_and_without_probes():
+    torch.manual_seed(0)
+    model = CNN((1, 12, 12), 3, channels=4)
+    x = torch.randn(9, 1, 12, 12)  # (B, 1, H, W): negative pre-activations too
+    with torch.no_grad():
+        probed, (p1, _) = model(x, probe=True)
+    assert torch.equal(model(x), probed)
+    assert (p1 >= 0).all() and (p1 == 0).any()  # activated in place in the no-grad pass
+
+
+def test_evaluate_reuses_its_buffers_with_the_same_values():
+    data = tiny_data()
+    torch.manual_seed(0)
+    model = CNN(data.in_shape, 3, channels=4)
+    _, first = evaluate(model, data, 7)  # several batches: buffers allocated
+    kept = [t.clone() for t in first]
+    _, again = evaluate(model, data, 7, out=first)
+    assert [a.data_ptr() for a in again] == [f.data_ptr() for f in first]
+    assert all(torch.equal(a, k) for a, k in zip(again, kept))
+    _, other = evaluate(model, data, 7, probe_output=True, out=first)  # other layers: new ones
+    assert len(other) == 3 and torch.equal(other[0], kept[0])
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_foreach_optimizers_give_the_numbers_of_the_default_loop(name):
+    """conf/optimizer sets foreach: true (faster on CPU); it must not change any number."""
+    data = tiny_data(n_train=96)
+
+    def train(foreach: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = MLP(data.in_shape, 3, [32, 16])
+        cls = torch.optim.Adam if name == "adam" else torch.optim.SGD
+        kw = {"lr": 1e-2} if name == "adam" else {"lr": 0.05, "momentum": 0.9}
+        opt = cls(model.parameters(), foreach=foreach, **kw)
+        Trainer(model, opt, data, 16, seed=0).train_to(4 * 6)
+        return model.state_dict()
+
+    a, b = train(True), train(False)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,13 @@ from infoflow.estimators._common import (
 
 # Largest number of bins per unit: bin indices are stored as uint32.
 MAX_BINS = 2**32 - 1
+
+# Activations per row block of the fused hash (4 MiB of float32): few enough calls that torch's
+# per-call overhead is small, a block small enough to stay in cache between the passes.
+_BLOCK_ELEMS = 2**20
+
+# Most multiplier digits (GEMM columns) for which the float64 hash beats the int64 one.
+_MAX_GEMM_DIGITS = 8
 
 
 def bin_layer(T: np.ndarray, bins: int) -> np.ndarray:
@@ -51,6 +59,14 @@ def bin_layer(T: np.ndarray, bins: int) -> np.ndarray:
 
 def _code_dtype(n_bins: int) -> type:
     return np.uint16 if n_bins <= np.iinfo(np.uint16).max else np.uint32
+
+
+def _min_max(T: np.ndarray) -> tuple[float, float]:
+    """``(T.min(), T.max())``, in one pass on torch's threads where torch can share ``T``."""
+    if T.dtype in (np.float32, np.float64) and T.size and T.flags.writeable and min(T.strides) >= 0:
+        lo, hi = torch.aminmax(torch.from_numpy(T))
+        return float(lo), float(hi)
+    return float(T.min()), float(T.max())
 
 
 def uniform_grid(
@@ -86,7 +102,7 @@ def uniform_grid(
         Share of activations outside a fixed range, clipped into the end bins (0 otherwise).
     """
     if range is None:
-        lo, hi = float(T.min()), float(T.max())
+        lo, hi = _min_max(T)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(f"activations must be finite, got min {lo}, max {hi}")
         frac_out = 0.0
@@ -109,35 +125,161 @@ def uniform_grid(
     return lo, scale, n_bins, frac_out
 
 
-def hash_uniform_bins(
-    T: np.ndarray, lo: float, scale: float, n_bins: int, chunk: int = 256
+def _row_blocks(T: np.ndarray, work: np.dtype, rows: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, block)`` over blocks of ``rows`` rows of ``T``, as tensors of dtype ``work``.
+
+    Shares memory with ``T`` (``torch.from_numpy``) when its dtype already is ``work``; other
+    dtypes, read-only arrays and negative strides get a copy, one block at a time.
+    """
+    for start in range(0, len(T), rows):
+        block = T[start : start + rows]  # (b, d)
+        if block.dtype != work or not block.flags.writeable or min(block.strides) < 0:
+            block = np.array(block, dtype=work)
+        yield start, torch.from_numpy(block)
+
+
+def _uniform_codes_(
+    out: torch.Tensor, block: torch.Tensor, lo: float, scale: float, cmax: float
+) -> None:
+    """``out = clip((block - lo) * scale, 0, cmax)`` in ``out``'s dtype, each step rounded."""
+    torch.sub(block, lo, out=out)  # (b, d)
+    out.mul_(scale).clamp_(0, cmax)
+
+
+def _gemm_digits(d: int, cmax: int) -> tuple[int, int] | None:
+    """Base and digit count of the exact float64 hash, or None where it would not pay.
+
+    Each 64-bit multiplier is written in ``n_digits`` balanced digits of an odd ``base``,
+    ``|digit| <= half = (base - 1) / 2``. With codes in ``[0, cmax]``, every partial sum of
+    ``codes @ digits`` is an integer of magnitude ``<= d * cmax * half <= 2**53``, which float64
+    holds exactly: the GEMM is exact in any summation order, blocking or thread count.
+    """
+    half = min(2**53 // (max(d, 1) * max(cmax, 1)), 2**31)
+    if half < 1:
+        return None
+    base = 2 * half + 1
+    n_digits = 1
+    while base**n_digits <= 2**64:  # balanced digits then cover all of [-2**63, 2**63)
+        n_digits += 1
+    return (base, n_digits) if n_digits <= _MAX_GEMM_DIGITS else None
+
+
+def _balanced_digits(m: np.ndarray, base: int, n_digits: int) -> np.ndarray:
+    """Digits ``e_p`` in ``[-(base - 1) / 2, (base - 1) / 2]`` with ``m = sum_p e_p base**p``.
+
+    Parameters
+    ----------
+    m : ndarray of shape (d,), dtype int64
+    base : int
+        Odd base, >= 3.
+    n_digits : int
+        Digits per number; ``base**n_digits > 2**64`` covers every int64.
+
+    Returns
+    -------
+    ndarray of shape (n_digits, d), dtype int64
+    """
+    half = base // 2
+    digits = np.empty((n_digits, len(m)), dtype=np.int64)
+    q = m.astype(np.int64)
+    for p in range(n_digits):
+        q, r = np.divmod(q, base)  # floor division: r in [0, base), no overflow
+        high = r > half
+        r[high] -= base
+        q[high] += 1
+        digits[p] = r
+    assert not q.any(), "too few digits"
+    return digits
+
+
+def _hash_gemm(
+    T: np.ndarray, lo32: float, scale32: float, cmax: float, base: int, n_digits: int, rows: int
 ) -> np.ndarray:
-    """``hash_rows`` of the equal-width bin indices, fused and in row blocks that fit in cache.
+    """``hash_rows`` of the codes by an exact float64 GEMM against the multipliers' digits."""
+    n, d = T.shape
+    work = np.result_type(T.dtype, np.float32)
+    signed = hash_multipliers(d).view(np.int64)  # (d,) the same bits, read as int64
+    digits = torch.from_numpy(_balanced_digits(signed, base, n_digits).astype(np.float64))  # (P, d)
+    sums = torch.empty((n_digits, n), dtype=torch.float64)  # (P, n) exact integers
+    buf = torch.empty((min(rows, n), d), dtype=getattr(torch, work.name))
+    wide = torch.empty((min(rows, n), d), dtype=torch.float64) if work != np.float64 else None
+    for start, block in _row_blocks(T, work, rows):
+        b = len(block)
+        codes = buf[:b]  # (b, d)
+        _uniform_codes_(codes, block, lo32, scale32, cmax)
+        codes.floor_()  # what the uint64 cast truncates to, on values >= 0
+        if wide is not None:
+            codes = wide[:b].copy_(codes)  # (b, d) exact: integers <= cmax
+        torch.mm(digits, codes.T, out=sums[:, start : start + b])  # (P, b)
+    powers = np.array([pow(base, p, 2**64) for p in range(n_digits)], dtype=np.uint64)  # (P,)
+    exact = sums.numpy().astype(np.int64).view(np.uint64)  # (P, n) two's complement; -0 -> 0
+    return (exact * powers[:, None]).sum(axis=0, dtype=np.uint64)  # (n,) modulo 2**64
+
+
+def _hash_int64(T: np.ndarray, lo32: float, scale32: float, cmax: float, rows: int) -> np.ndarray:
+    """``hash_rows`` of the codes in torch int64, whose wrap-around has the bits of uint64."""
+    n, d = T.shape
+    work = np.result_type(T.dtype, np.float32)
+    mult = torch.from_numpy(hash_multipliers(d).view(np.int64))  # (d,)
+    out = torch.empty(n, dtype=torch.int64)
+    buf = torch.empty((min(rows, n), d), dtype=getattr(torch, work.name))
+    ints = torch.empty((min(rows, n), d), dtype=torch.int64)
+    for start, block in _row_blocks(T, work, rows):
+        b = len(block)
+        codes, c = buf[:b], ints[:b]  # (b, d)
+        _uniform_codes_(codes, block, lo32, scale32, cmax)
+        c.copy_(codes).mul_(mult)  # truncation = floor on values >= 0; wraps modulo 2**64
+        torch.sum(c, dim=1, out=out[start : start + b])  # (b,)
+    return out.numpy().view(np.uint64)
+
+
+def hash_uniform_bins(
+    T: np.ndarray, lo: float, scale: float, n_bins: int, chunk: int | None = None
+) -> np.ndarray:
+    """``hash_rows`` of the equal-width bin indices, fused, in row blocks, on torch's threads.
 
     Bit-identical to ``hash_rows(codes)`` with
-    ``codes = clip(floor((T - lo) * scale), 0, n_bins - 1)`` computed in float32 (for the
-    default observed range exactly the codes of :func:`bin_layer`), but about 2-3x faster: the
-    float32 and uint64 temporaries of one block of ``chunk`` rows stay in cache.
+    ``codes = clip(floor((T - lo) * scale), 0, n_bins - 1)`` computed in float32 (float64 for
+    float64 ``T``; for the default observed range exactly the codes of :func:`bin_layer`): the
+    same symbols, estimates and collision bound as :func:`hash_rows`.
+
+    The wrapping sum ``sum_k m_k c_k mod 2**64`` is an exact float64 GEMM. Each multiplier, read
+    as a signed int64, is written in ``P`` balanced digits of an odd base ``B``,
+    ``m_k = sum_p e_kp B**p`` with ``|e_kp| <= (B - 1) / 2``, ``B`` as large as
+    ``n_units * (n_bins - 1) * (B - 1) / 2 <= 2**53`` allows (at most ``2**32 + 1``). Every
+    partial sum of ``S_p = sum_k e_kp c_k`` is then an integer of magnitude ``<= 2**53``, exact
+    in float64 whatever the summation order, blocking or thread count of the BLAS, and
+    ``hash = sum_p B**p S_p mod 2**64`` in uint64. Up to ``n_units * (n_bins - 1) <= 2**22``
+    (12,544 units and 335 bins) that is a GEMM with 2 columns. Past ``_MAX_GEMM_DIGITS`` digits
+    (``n_units * (n_bins - 1) > 2**46``) an int64 multiply-and-sum, whose two's-complement
+    wrap-around has the bits of uint64, computes the same hash. About 4x faster than the NumPy
+    loop on a 10,000 x 12,544 float32 layer with 2 threads.
+
+    Parameters
+    ----------
+    T : ndarray of shape (n_samples, n_units)
+        Activations, any real dtype (float32 and float64 without a copy).
+    lo, scale, n_bins
+        The grid of :func:`uniform_grid`.
+    chunk : int or None
+        Rows per block; None for about ``2**20`` activations per block.
 
     Returns
     -------
     ndarray of shape (n_samples,), dtype uint64
     """
-    n, d = T.shape
-    out = np.empty(n, dtype=np.uint64)
-    mult = hash_multipliers(d)  # (d,)
-    work = np.empty((min(chunk, n), d), dtype=np.result_type(T.dtype, np.float32))
-    codes = np.empty((min(chunk, n), d), dtype=np.uint64)
-    lo32, scale32 = np.float32(lo), np.float32(scale)
-    for start in range(0, n, chunk):
-        block = T[start : start + chunk]  # (b, d)
-        w, c = work[: len(block)], codes[: len(block)]
-        np.subtract(block, lo32, out=w)
-        np.multiply(w, scale32, out=w)
-        np.clip(w, 0, n_bins - 1, out=w)
-        np.copyto(c, w, casting="unsafe")  # truncation = floor on values >= 0
-        out[start : start + chunk] = c @ mult  # (b,) wraps modulo 2**64
-    return out
+    d = T.shape[1]
+    work = np.result_type(T.dtype, np.float32)
+    lo32, scale32 = float(np.float32(lo)), float(np.float32(scale))
+    if work not in (np.float32, np.float64):  # e.g. longdouble, which torch lacks: NumPy
+        scaled = (T - np.float32(lo)) * np.float32(scale)  # (n, d)
+        return hash_rows(np.clip(scaled, 0, n_bins - 1).astype(np.uint64))
+    cmax = float(np.asarray(n_bins - 1).astype(work))  # the clip bound as the array op sees it
+    rows = chunk or max(1, _BLOCK_ELEMS // max(d, 1))
+    digits = _gemm_digits(d, int(cmax))
+    if digits is None:
+        return _hash_int64(T, lo32, scale32, cmax, rows)
+    return _hash_gemm(T, lo32, scale32, cmax, *digits, rows)
 
 
 def bin_codes(
