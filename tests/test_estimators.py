@@ -403,6 +403,119 @@ def test_gemm_digits_keep_every_partial_sum_exact_in_float64(d, cmax):
     assert n_digits == 2 or d * cmax > 2**22  # two GEMM columns for common layers
 
 
+def layer_at_the_bounds(n, d, dtype, lo=-0.1, hi=0.3, seed=0):
+    """ReLU-like layer and labels, with activations above ``hi`` and, in 240 random places, at
+    ``lo`` and ``hi`` as NumPy rounds them to ``dtype`` and one ulp either side of those."""
+    rng = np.random.default_rng(seed)
+    T = (relu_layer_with_ties(n, d, np.float64, seed) * 0.2 - 0.05).astype(dtype)
+    edges = np.array([lo, hi]).astype(dtype)  # float32(-0.1) < -0.1 and float32(0.3) > 0.3
+    special = np.r_[edges, np.nextafter(edges, dtype(-np.inf)), np.nextafter(edges, dtype(np.inf))]
+    T.reshape(-1)[rng.choice(T.size, 40 * len(special), replace=False)] = np.repeat(special, 40)
+    return T, rng.integers(0, 10, n)
+
+
+TENSOR_CASES = [
+    {"bins": 30},
+    {"bins": 2},
+    {"bins": 65535},
+    {"bins": None, "bin_width": 0.05},
+    {"bins": 12, "range": [-0.1, 0.3]},
+    {"bins": None, "bin_width": 0.02, "range": [-0.1, 0.3]},
+    {"bins": 30, "bias_correction": "miller_madow"},
+    {"bins": 5, "range": [-0.1, 0.3], "bias_correction": "miller_madow"},
+    {"bins": 8, "range": [-1.0, 0.3]},  # values outside above only
+    {"bins": 8, "range": [-0.1, 10.0]},  # below only
+    {"bins": 8, "range": [-1.0, 10.0]},  # none
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(300, 5000), (400, 7)])
+@pytest.mark.parametrize("kw", TENSOR_CASES)
+def test_binning_of_a_tensor_equals_binning_of_the_array_bit_for_bit(dtype, shape, kw):
+    T, y = layer_at_the_bounds(*shape, dtype)
+    ref = binning(T, None, y, **kw)
+    assert binning(torch.from_numpy(T), None, torch.from_numpy(y), **kw) == ref  # every key
+    if "range" in kw:  # values outside on both sides, on one side, on none
+        assert 0 < ref["frac_out_of_range"] < 0.1 or kw["range"] == [-1.0, 10.0]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "lo", "hi"),
+    [(np.float32, -0.1, 0.3), (np.float64, -0.1, 0.3), (np.float16, -0.7, 0.1)],
+)
+def test_frac_out_of_range_compares_in_the_layer_dtype_like_numpy(dtype, lo, hi):
+    edges = np.array([lo, hi]).astype(dtype)
+    T = np.r_[edges, np.nextafter(edges, dtype(-np.inf)), np.nextafter(edges, dtype(np.inf))]
+    T = T.astype(dtype)[:, None]  # (6, 1): at lo, at hi, and one ulp below / above each
+    y = np.arange(6)
+    ref = binning(T, None, y, bins=4, range=[lo, hi])
+    assert ref["frac_out_of_range"] == 2 / 6  # the ulp below lo and the ulp above hi
+    assert binning(torch.from_numpy(T), None, y, bins=4, range=[lo, hi]) == ref
+    T[2] = np.nan  # was the ulp below lo; NaN is neither below nor above, in NumPy and torch
+    grid = uniform_grid(T, bins=4, range=(lo, hi))
+    assert grid[3] == 1 / 6 and uniform_grid(torch.from_numpy(T), bins=4, range=(lo, hi)) == grid
+
+
+@pytest.mark.parametrize(
+    "places",
+    [
+        [],
+        [(0, 0, 2.0)],
+        [(-1, -1, -1.0)],
+        [(0, 0, 2.0), (-1, 3, -1.0)],
+        [(-1, 3, -1.0), (5, 1, np.nan)],
+    ],
+)
+def test_frac_out_of_range_of_a_tensor_finds_values_outside_in_any_block(places):
+    T = np.zeros((300, 5000), np.float32)  # row blocks of 209 rows: the last is not the first
+    for i, j, v in places:
+        T[i, j] = v
+    grid = uniform_grid(T, bins=4, range=(-0.5, 1.0))
+    assert grid[3] == sum(not np.isnan(v) for *_, v in places) / T.size
+    assert uniform_grid(torch.from_numpy(T), bins=4, range=(-0.5, 1.0)) == grid
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NumPy's bound cast
+def test_binning_of_tensors_in_other_layouts_and_dtypes_equals_the_arrays(monkeypatch):
+    T, y = layer_at_the_bounds(200, 60, np.float32)
+    half = T.astype(np.float16)
+    t = torch.from_numpy(T)
+    cases = [
+        (torch.from_numpy(half), half, {"bins": 30}),
+        (torch.from_numpy(half), half, {"bins": 12, "range": [-0.1, 0.3]}),
+        (torch.from_numpy(half), half, {"bins": 4, "range": [-1e6, 1e6]}),  # bounds -> +-inf
+        (torch.from_numpy(np.ascontiguousarray(T.T)).T, T, {"bins": 30}),  # column-major
+        (t.reshape(200, 6, 10), T, {"bins": None, "bin_width": 0.05}),  # trailing axes flattened
+        (t[:, 0], T[:, :1], {"bins": 7}),  # one unit
+        (t.clone().requires_grad_(), T, {"bins": 12, "range": [-0.1, 0.3]}),
+    ]
+    for tensor, array, kw in cases:
+        assert binning(tensor, None, y, **kw) == binning(array, None, y, **kw)
+    monkeypatch.setattr(BINNING, "_MAX_GEMM_DIGITS", 1)  # the int64 multiply-and-sum
+    for tensor, array, kw in cases:
+        assert binning(tensor, None, y, **kw) == binning(array, None, y, **kw)
+
+
+def test_binning_keeps_a_tensor_layer_off_numpy_on_the_uniform_path(monkeypatch):
+    T, y = layer_at_the_bounds(300, 5000, np.float32)
+    refs = [binning(T, None, y, **kw) for kw in TENSOR_CASES]
+    numpy = torch.Tensor.numpy
+
+    def small_only(self, *args, **kwargs):  # the (P, n) digit sums, n hashes or labels only
+        assert self.numel() <= 16 * len(T), f"a {tuple(self.shape)} tensor went to NumPy"
+        return numpy(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "numpy", small_only)
+    monkeypatch.setattr(BINNING, "as_2d", lambda a: pytest.fail("as_2d on the uniform path"))
+    tensor, labels = torch.from_numpy(T), torch.from_numpy(y)
+    assert [binning(tensor, None, labels, **kw) for kw in TENSOR_CASES] == refs
+    monkeypatch.setattr(BINNING, "_MAX_GEMM_DIGITS", 1)
+    assert [binning(tensor, None, labels, **kw) for kw in TENSOR_CASES] == refs
+    with pytest.raises(pytest.fail.Exception, match="as_2d"):  # quantile: on the host
+        binning(tensor, None, labels, bins=5, strategy="quantile")
+
+
 # ------------------------------------------------------------------------------------------
 # KDE: closed forms
 
@@ -510,6 +623,27 @@ def test_kde_on_cuda_equals_cpu():  # pragma: no cover - GPU machines only
     b = kde(T, None, y)
     for key in KDE_KEYS:
         assert a[key] == pytest.approx(b[key], abs=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_binning_on_cuda_equals_the_array_bit_for_bit(dtype, monkeypatch):  # pragma: no cover
+    T, y = layer_at_the_bounds(3000, 2000, dtype)
+    refs = [binning(T, None, y, **kw) for kw in TENSOR_CASES]
+    tensor, labels = torch.from_numpy(T).cuda(), torch.from_numpy(y).cuda()
+    cpu = torch.Tensor.cpu
+
+    def small_only(self, *args, **kwargs):  # the (P, n) digit sums, n hashes or labels only
+        assert self.numel() <= 16 * len(T), f"a {tuple(self.shape)} tensor went to the host"
+        return cpu(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", small_only)
+    assert [binning(tensor, None, labels, **kw) for kw in TENSOR_CASES] == refs
+    lo, scale, n_bins, _ = uniform_grid(T, bins=30)
+    ref = hash_uniform_bins(T, lo, scale, n_bins)
+    assert np.array_equal(hash_uniform_bins(tensor, lo, scale, n_bins, chunk=7), ref)
+    monkeypatch.setattr(BINNING, "_MAX_GEMM_DIGITS", 1)  # the int64 multiply-and-sum
+    assert [binning(tensor, None, labels, **kw) for kw in TENSOR_CASES] == refs
 
 
 # ------------------------------------------------------------------------------------------

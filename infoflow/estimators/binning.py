@@ -29,6 +29,12 @@ MAX_BINS = 2**32 - 1
 # per-call overhead is small, a block small enough to stay in cache between the passes.
 _BLOCK_ELEMS = 2**20
 
+# The same off the CPU (64 MiB of float32, 128 MiB as float64): few kernel launches per layer.
+_DEVICE_BLOCK_ELEMS = 2**24
+
+# Tensor dtypes binned on the tensor's device, with the NumPy type of their elements.
+_TORCH_FLOATS = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+
 # Most multiplier digits (GEMM columns) for which the float64 hash beats the int64 one.
 _MAX_GEMM_DIGITS = 8
 
@@ -61,16 +67,68 @@ def _code_dtype(n_bins: int) -> type:
     return np.uint16 if n_bins <= np.iinfo(np.uint16).max else np.uint32
 
 
-def _min_max(T: np.ndarray) -> tuple[float, float]:
-    """``(T.min(), T.max())``, in one pass on torch's threads where torch can share ``T``."""
+def _layer(T: Any) -> np.ndarray | torch.Tensor:
+    """Activations of shape (n_samples, n_units), flattened past the first axis.
+
+    A non-empty float16/32/64 tensor stays a tensor on its own device (a view where the reshape
+    allows: no copy to the host); anything else becomes a NumPy array (:func:`as_2d`).
+    """
+    if isinstance(T, torch.Tensor) and T.dtype in _TORCH_FLOATS and T.ndim and T.numel():
+        T = T.detach()
+        return T[:, None] if T.ndim == 1 else T.reshape(len(T), -1)  # (n, d)
+    return as_2d(T)
+
+
+def _block_rows(T: np.ndarray | torch.Tensor) -> int:
+    """Rows per block: about ``_BLOCK_ELEMS`` activations on the CPU, more on an accelerator."""
+    on_cpu = not isinstance(T, torch.Tensor) or T.device.type == "cpu"
+    return max(1, (_BLOCK_ELEMS if on_cpu else _DEVICE_BLOCK_ELEMS) // max(T.shape[1], 1))
+
+
+def _min_max(T: np.ndarray | torch.Tensor) -> tuple[float, float]:
+    """``(T.min(), T.max())``, in one pass on torch's threads (on a tensor's own device)."""
+    if isinstance(T, torch.Tensor):
+        lo, hi = torch.aminmax(T)
+        return float(lo), float(hi)
     if T.dtype in (np.float32, np.float64) and T.size and T.flags.writeable and min(T.strides) >= 0:
         lo, hi = torch.aminmax(torch.from_numpy(T))
         return float(lo), float(hi)
     return float(T.min()), float(T.max())
 
 
+def _count_outside(T: np.ndarray | torch.Tensor, lo: float, hi: float) -> int:
+    """Number of activations below ``lo`` or above ``hi`` (NaN is neither).
+
+    An array is compared as NumPy compares it with a Python float: in the array's own float type,
+    the bound rounded to it (``float32(-0.1)`` is not below ``-0.1``). A tensor is compared
+    alike, in row blocks on its device, against the bound as NumPy rounds it to the tensor's
+    dtype (exactly representable there, so the comparison is exact on any device); a side that
+    the layer's min / max shows empty is not compared at all (e.g. a tanh layer in [-1, 1]).
+    """
+    if not isinstance(T, torch.Tensor):
+        return int(np.count_nonzero(T < lo) + np.count_nonzero(T > hi))
+    with np.errstate(over="ignore"):  # a bound beyond the dtype's range rounds to +-inf
+        lo_t, hi_t = (float(np.array(v).astype(_TORCH_FLOATS[T.dtype])) for v in (lo, hi))
+    rows = _block_rows(T)
+    for part in (T[:rows], T):  # the first block shows values on both sides, or the layer decides
+        t_min, t_max = _min_max(part)  # NaN: both sides compared
+        below, above = not t_min >= lo_t, not t_max <= hi_t
+        if below and above:
+            break
+    if not (below or above):
+        return 0
+    count = torch.zeros((), dtype=torch.int64, device=T.device)
+    for start in range(0, len(T), rows):
+        block = T[start : start + rows]  # (b, d)
+        out = block < lo_t if below else block > hi_t  # (b, d) bool
+        if below and above:
+            out.logical_or_(block > hi_t)
+        count += torch.count_nonzero(out)
+    return int(count)
+
+
 def uniform_grid(
-    T: np.ndarray,
+    T: np.ndarray | torch.Tensor,
     *,
     bins: int | None = 30,
     bin_width: float | None = None,
@@ -80,8 +138,8 @@ def uniform_grid(
 
     Parameters
     ----------
-    T : ndarray of shape (n_samples, n_units)
-        Activations.
+    T : ndarray or tensor of shape (n_samples, n_units)
+        Activations; a tensor is reduced on its own device (float16/32/64).
     bins : int or None
         Number of bins over the range (None when ``bin_width`` is given).
     bin_width : float or None
@@ -108,8 +166,8 @@ def uniform_grid(
         frac_out = 0.0
     else:
         lo, hi = range
-        n_out = np.count_nonzero(T < lo) + np.count_nonzero(T > hi)
-        frac_out = float(n_out / T.size) if T.size else 0.0
+        size = T.numel() if isinstance(T, torch.Tensor) else T.size
+        frac_out = float(_count_outside(T, lo, hi) / size) if size else 0.0
     if bin_width is None:
         assert bins is not None
         n_bins = bins
@@ -125,17 +183,38 @@ def uniform_grid(
     return lo, scale, n_bins, frac_out
 
 
-def _row_blocks(T: np.ndarray, work: np.dtype, rows: int) -> Iterator[tuple[int, torch.Tensor]]:
+def _row_blocks(
+    T: np.ndarray | torch.Tensor, work: np.dtype, rows: int
+) -> Iterator[tuple[int, torch.Tensor]]:
     """``(start, block)`` over blocks of ``rows`` rows of ``T``, as tensors of dtype ``work``.
 
-    Shares memory with ``T`` (``torch.from_numpy``) when its dtype already is ``work``; other
-    dtypes, read-only arrays and negative strides get a copy, one block at a time.
+    Shares memory with ``T`` (a tensor's view on its device, or ``torch.from_numpy``) when its
+    dtype already is ``work``; other dtypes, read-only arrays and negative strides get a copy,
+    one block at a time.
     """
     for start in range(0, len(T), rows):
         block = T[start : start + rows]  # (b, d)
+        if isinstance(block, torch.Tensor):
+            yield start, block.to(_torch_dtype(work))  # the same tensor if already ``work``
+            continue
         if block.dtype != work or not block.flags.writeable or min(block.strides) < 0:
             block = np.array(block, dtype=work)
         yield start, torch.from_numpy(block)
+
+
+def _torch_dtype(work: np.dtype) -> torch.dtype:
+    return getattr(torch, np.dtype(work).name)
+
+
+def _device(T: np.ndarray | torch.Tensor) -> torch.device:
+    return T.device if isinstance(T, torch.Tensor) else torch.device("cpu")
+
+
+def _work_dtype(T: np.ndarray | torch.Tensor) -> np.dtype:
+    """Float type of the code arithmetic: ``result_type(T.dtype, float32)``."""
+    if isinstance(T, torch.Tensor):
+        return np.result_type(_TORCH_FLOATS[T.dtype], np.float32)
+    return np.result_type(T.dtype, np.float32)
 
 
 def _uniform_codes_(
@@ -193,16 +272,28 @@ def _balanced_digits(m: np.ndarray, base: int, n_digits: int) -> np.ndarray:
 
 
 def _hash_gemm(
-    T: np.ndarray, lo32: float, scale32: float, cmax: float, base: int, n_digits: int, rows: int
+    T: np.ndarray | torch.Tensor,
+    lo32: float,
+    scale32: float,
+    cmax: float,
+    base: int,
+    n_digits: int,
+    rows: int,
 ) -> np.ndarray:
-    """``hash_rows`` of the codes by an exact float64 GEMM against the multipliers' digits."""
+    """``hash_rows`` of the codes by an exact float64 GEMM against the multipliers' digits.
+
+    The GEMM runs on ``T``'s device; only the (P, n) digit sums come back to the host.
+    """
     n, d = T.shape
-    work = np.result_type(T.dtype, np.float32)
+    work, dev = _work_dtype(T), _device(T)
     signed = hash_multipliers(d).view(np.int64)  # (d,) the same bits, read as int64
-    digits = torch.from_numpy(_balanced_digits(signed, base, n_digits).astype(np.float64))  # (P, d)
-    sums = torch.empty((n_digits, n), dtype=torch.float64)  # (P, n) exact integers
-    buf = torch.empty((min(rows, n), d), dtype=getattr(torch, work.name))
-    wide = torch.empty((min(rows, n), d), dtype=torch.float64) if work != np.float64 else None
+    digits = torch.from_numpy(_balanced_digits(signed, base, n_digits).astype(np.float64))
+    digits = digits.to(dev)  # (P, d)
+    sums = torch.empty((n_digits, n), dtype=torch.float64, device=dev)  # (P, n) exact integers
+    buf = torch.empty((min(rows, n), d), dtype=_torch_dtype(work), device=dev)
+    wide = None
+    if work != np.float64:
+        wide = torch.empty((min(rows, n), d), dtype=torch.float64, device=dev)
     for start, block in _row_blocks(T, work, rows):
         b = len(block)
         codes = buf[:b]  # (b, d)
@@ -212,29 +303,35 @@ def _hash_gemm(
             codes = wide[:b].copy_(codes)  # (b, d) exact: integers <= cmax
         torch.mm(digits, codes.T, out=sums[:, start : start + b])  # (P, b)
     powers = np.array([pow(base, p, 2**64) for p in range(n_digits)], dtype=np.uint64)  # (P,)
-    exact = sums.numpy().astype(np.int64).view(np.uint64)  # (P, n) two's complement; -0 -> 0
+    exact = sums.cpu().numpy().astype(np.int64).view(np.uint64)  # (P, n) two's compl.; -0 -> 0
     return (exact * powers[:, None]).sum(axis=0, dtype=np.uint64)  # (n,) modulo 2**64
 
 
-def _hash_int64(T: np.ndarray, lo32: float, scale32: float, cmax: float, rows: int) -> np.ndarray:
-    """``hash_rows`` of the codes in torch int64, whose wrap-around has the bits of uint64."""
+def _hash_int64(
+    T: np.ndarray | torch.Tensor, lo32: float, scale32: float, cmax: float, rows: int
+) -> np.ndarray:
+    """``hash_rows`` of the codes in torch int64, whose wrap-around has the bits of uint64.
+
+    On ``T``'s device: int64 multiplication and summation wrap modulo 2**64 on CPU and CUDA
+    alike. Only the n hashes come back to the host.
+    """
     n, d = T.shape
-    work = np.result_type(T.dtype, np.float32)
-    mult = torch.from_numpy(hash_multipliers(d).view(np.int64))  # (d,)
-    out = torch.empty(n, dtype=torch.int64)
-    buf = torch.empty((min(rows, n), d), dtype=getattr(torch, work.name))
-    ints = torch.empty((min(rows, n), d), dtype=torch.int64)
+    work, dev = _work_dtype(T), _device(T)
+    mult = torch.from_numpy(hash_multipliers(d).view(np.int64)).to(dev)  # (d,)
+    out = torch.empty(n, dtype=torch.int64, device=dev)
+    buf = torch.empty((min(rows, n), d), dtype=_torch_dtype(work), device=dev)
+    ints = torch.empty((min(rows, n), d), dtype=torch.int64, device=dev)
     for start, block in _row_blocks(T, work, rows):
         b = len(block)
         codes, c = buf[:b], ints[:b]  # (b, d)
         _uniform_codes_(codes, block, lo32, scale32, cmax)
         c.copy_(codes).mul_(mult)  # truncation = floor on values >= 0; wraps modulo 2**64
         torch.sum(c, dim=1, out=out[start : start + b])  # (b,)
-    return out.numpy().view(np.uint64)
+    return out.cpu().numpy().view(np.uint64)
 
 
 def hash_uniform_bins(
-    T: np.ndarray, lo: float, scale: float, n_bins: int, chunk: int | None = None
+    T: np.ndarray | torch.Tensor, lo: float, scale: float, n_bins: int, chunk: int | None = None
 ) -> np.ndarray:
     """``hash_rows`` of the equal-width bin indices, fused, in row blocks, on torch's threads.
 
@@ -255,27 +352,35 @@ def hash_uniform_bins(
     wrap-around has the bits of uint64, computes the same hash. About 4x faster than the NumPy
     loop on a 10,000 x 12,544 float32 layer with 2 threads.
 
+    A tensor is hashed on its own device (CUDA stays on the GPU): codes, digit matrix and GEMM
+    live there, and only the (P, n) digit sums come to the host for the uint64 reassembly. Each
+    step of the codes is one IEEE operation rounded to the work type, as on the CPU; and with
+    exact integer inputs whose partial sums stay below ``2**53`` in magnitude, a float64 GEMM
+    (cuBLAS included, FMA or not) is exact in any order, so the hash is bit-identical on every
+    device.
+
     Parameters
     ----------
-    T : ndarray of shape (n_samples, n_units)
-        Activations, any real dtype (float32 and float64 without a copy).
+    T : ndarray or tensor of shape (n_samples, n_units)
+        Activations: an array of any real dtype (float32 and float64 without a copy), or a
+        float16/32/64 tensor on any device (float16 upcast to float32 block by block, exactly).
     lo, scale, n_bins
         The grid of :func:`uniform_grid`.
     chunk : int or None
-        Rows per block; None for about ``2**20`` activations per block.
+        Rows per block; None for about ``2**20`` activations per block (``2**24`` off the CPU).
 
     Returns
     -------
     ndarray of shape (n_samples,), dtype uint64
     """
     d = T.shape[1]
-    work = np.result_type(T.dtype, np.float32)
+    work = _work_dtype(T)
     lo32, scale32 = float(np.float32(lo)), float(np.float32(scale))
     if work not in (np.float32, np.float64):  # e.g. longdouble, which torch lacks: NumPy
         scaled = (T - np.float32(lo)) * np.float32(scale)  # (n, d)
         return hash_rows(np.clip(scaled, 0, n_bins - 1).astype(np.uint64))
     cmax = float(np.asarray(n_bins - 1).astype(work))  # the clip bound as the array op sees it
-    rows = chunk or max(1, _BLOCK_ELEMS // max(d, 1))
+    rows = chunk or _block_rows(T)
     digits = _gemm_digits(d, int(cmax))
     if digits is None:
         return _hash_int64(T, lo32, scale32, cmax, rows)
@@ -366,7 +471,8 @@ def binning(
     Parameters
     ----------
     T : array-like of shape (n_samples, ...)
-        Activations of one layer (NumPy array or torch tensor); trailing axes are flattened.
+        Activations of one layer (NumPy array or torch tensor on any device); trailing axes
+        are flattened.
     X : array-like of shape (n_samples, ...)
         Inputs. Unused: the network is deterministic, so T is a function of X, H(T|X) = 0 and
         I(X;T) = H(T).
@@ -404,6 +510,11 @@ def binning(
     clipped into them (``H_T`` keeps the corrected value). The estimate depends on ``bins`` /
     ``bin_width`` and on the range, as Saxe et al. (2018) showed: with the observed range, one
     large activation widens every bin.
+
+    Where it runs: uniform (the default), for a float16/32/64 tensor, on the tensor's device
+    (min/max, out-of-range count, bin codes and row hash, block by block; a CUDA layer is never
+    copied to the host), bit-identical to the same layer as a NumPy array; only the ``n``
+    hashes and labels come to the host for the counts. Quantile: on the host (NumPy).
     """
     check_params(
         {
@@ -415,15 +526,15 @@ def binning(
         }
     )
     fixed = parse_range(range)
-    T = as_2d(T)
+    T = _layer(T)  # (n, d) ndarray, or a float tensor left on its device
     y = to_numpy(Y).reshape(-1)
     if len(T) != len(y):
         raise ValueError(f"T has {len(T)} samples but Y has {len(y)}")
     if strategy == "uniform":
         lo, scale, n_bins, frac_out = uniform_grid(T, bins=bins, bin_width=bin_width, range=fixed)
-        t_hash = hash_uniform_bins(T, lo, scale, n_bins)  # (n,) one symbol per sample
+        t_hash = hash_uniform_bins(T, lo, scale, n_bins)  # (n,) one symbol per sample, host
     else:
-        codes, n_bins, frac_out = bin_codes(T, bins=bins, range=fixed, strategy=strategy)
+        codes, n_bins, frac_out = bin_codes(as_2d(T), bins=bins, range=fixed, strategy=strategy)
         t_hash = hash_rows(codes)  # (n,)
     t_sym, k_t = symbols(t_hash)
     y_sym, k_y = symbols(y)
