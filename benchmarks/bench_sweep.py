@@ -4,19 +4,26 @@ Side by side in one run, on Fashion-MNIST (``data=fashion_mnist``):
 
 * infoflow: ``python -m infoflow -m model=mlp1,mlp3,mlp5,cnn estimator.bins=10,30
   data=fashion_mnist trainer.epochs=E`` as a subprocess (the basic launcher, default estimator
-  ``binning``, training cache on: 4 networks trained, 8 jobs estimated, epoch 0 measured too);
-  optionally the same with ``cache.enabled=false`` (8 trainings);
+  ``binning``, training cache on: 4 networks trained, 8 jobs estimated, epoch 0 measured too),
+  run once before the reference and once after it (``--sweep-runs``): the shared machine's speed
+  drifts over the reference's minutes, and the two runs bracket it; optionally the same with
+  ``cache.enabled=false`` (8 trainings);
 * the notebook's way, in this process: ``torchvision.datasets.FashionMNIST`` with
   ``transforms.ToTensor()``, ``DataLoader(batch_size=256, shuffle=True)``, the notebook's model
   classes, one training per (model, bin count), and after every epoch the evaluation split read
   through a ``DataLoader`` and estimated with either the notebook's per-neuron sklearn loop
   (``--estimator per_neuron``) or whole-layer binning computed the usual way
   (``--estimator binning``: ``np.digitize`` on the layer's range, ``np.unique`` on row views,
-  as in Shwartz-Ziv & Tishby's code). infoflow then runs with the matching estimator.
+  as in Shwartz-Ziv & Tishby's code). infoflow then runs with the matching estimator. The
+  notebook estimates after epochs 1..E; infoflow's table also has epoch 0 (the untrained net),
+  so the reference's estimate before training is timed apart and both totals are printed: the
+  notebook's schedule (the ratio column) and the same rows as infoflow.
 
 Then, per model, the per-epoch check of issue 5: one epoch of infoflow's training loop against
 a bare forward/backward/step loop over the same preloaded tensors, and the evaluation pass +
-default estimate (binning, 30 bins) as a share of the epoch.
+default estimate (binning, 30 bins) as a share of the epoch. The check runs with the allocator
+settings of infoflow's jobs (``malloc=retain``, :mod:`infoflow.allocator`), set after the
+notebook-way reference, which keeps glibc's defaults as a notebook does.
 
     python benchmarks/bench_sweep.py                           # the full thing (minutes)
     python benchmarks/bench_sweep.py --epochs 1 --subset 20000 # a reduced run
@@ -48,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from infoflow.allocator import retain_freed_memory
 from infoflow.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, read_idx
 from infoflow.estimators import binning
 from infoflow.models import CNN, MLP
@@ -169,8 +177,29 @@ def usual_binning(acts, all_x, all_y, bins):
     return h_t, h_t - h_t_y
 
 
-def notebook_job(name, bins, epochs, train_ds, test_ds, estimate, device) -> tuple[float, float]:
-    """One (model, bins) job the notebook's way; returns (train seconds, estimate seconds)."""
+def notebook_estimate(model, test_loader, estimate, bins, device) -> None:
+    """The notebook's evaluation: the eval split through a DataLoader, every layer estimated."""
+    model.eval()
+    all_acts, all_x, all_y = [], [], []
+    with torch.no_grad():
+        for imgs, labels in test_loader:
+            imgs, labels = imgs.to(device), labels.to(device)
+            _, acts = model(imgs)
+            if not all_acts:
+                all_acts = [[] for _ in acts]
+            for i, a in enumerate(acts):
+                all_acts[i].append(a.cpu().numpy())
+            all_x.append(imgs.view(imgs.size(0), -1).cpu().numpy())
+            all_y.append(labels.cpu().numpy())
+    all_x, all_y = np.concatenate(all_x), np.concatenate(all_y)
+    for layer in all_acts:
+        estimate(np.concatenate(layer), all_x, all_y, bins)
+
+
+def notebook_job(name, bins, epochs, train_ds, test_ds, estimate, device) -> dict:
+    """One (model, bins) job the notebook's way: seconds of training, of the estimates after
+    epochs 1..E (the notebook's schedule) and of the estimate before training (epoch 0, which
+    infoflow's table has too)."""
     from torch.utils.data import DataLoader
 
     torch.manual_seed(0)
@@ -179,7 +208,9 @@ def notebook_job(name, bins, epochs, train_ds, test_ds, estimate, device) -> tup
     criterion = nn.CrossEntropyLoss()
     train_loader = DataLoader(train_ds, batch_size=256, shuffle=True)
     test_loader = DataLoader(test_ds, batch_size=256, shuffle=False)
-    t_train = t_est = 0.0
+    t0 = time.perf_counter()
+    notebook_estimate(model, test_loader, estimate, bins, device)
+    t = {"train": 0.0, "estimate": 0.0, "estimate0": time.perf_counter() - t0}
     for _ in range(epochs):
         t0 = time.perf_counter()
         model.train()
@@ -191,31 +222,17 @@ def notebook_job(name, bins, epochs, train_ds, test_ds, estimate, device) -> tup
             loss.backward()
             optimizer.step()
         t1 = time.perf_counter()
-        model.eval()
-        all_acts, all_x, all_y = [], [], []
-        with torch.no_grad():
-            for imgs, labels in test_loader:
-                imgs, labels = imgs.to(device), labels.to(device)
-                _, acts = model(imgs)
-                if not all_acts:
-                    all_acts = [[] for _ in acts]
-                for i, a in enumerate(acts):
-                    all_acts[i].append(a.cpu().numpy())
-                all_x.append(imgs.view(imgs.size(0), -1).cpu().numpy())
-                all_y.append(labels.cpu().numpy())
-        all_x, all_y = np.concatenate(all_x), np.concatenate(all_y)
-        for layer in all_acts:
-            estimate(np.concatenate(layer), all_x, all_y, bins)
-        t_train += t1 - t0
-        t_est += time.perf_counter() - t1
-    return t_train, t_est
+        notebook_estimate(model, test_loader, estimate, bins, device)
+        t["train"] += t1 - t0
+        t["estimate"] += time.perf_counter() - t1
+    return t
 
 
 # ---------------------------------------------------------------------------------------------
 # infoflow's way: the real CLI
 
 
-def infoflow_sweep(models, bins, epochs, root, estimator, cache, device, workdir) -> dict:
+def infoflow_sweep(models, bins, epochs, root, estimator, cache, device, workdir, tag="") -> dict:
     args = [
         sys.executable,
         "-m",
@@ -228,7 +245,7 @@ def infoflow_sweep(models, bins, epochs, root, estimator, cache, device, workdir
         f"trainer.epochs={epochs}",
         f"device={device}",
         f"cache.enabled={str(cache).lower()}",
-        f"hydra.sweep.dir={workdir / ('sweep_cache' if cache else 'sweep_nocache')}",
+        f"hydra.sweep.dir={workdir / (('sweep_cache' if cache else 'sweep_nocache') + tag)}",
     ]
     if estimator == "per_neuron":
         args.insert(5, "estimator=per_neuron")
@@ -305,6 +322,34 @@ def sync(data) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def gemm_rate(seconds: float = 1.0) -> float:
+    """float32 GEMM throughput right now, GFLOP/s (1024 x 1024 products on torch's threads): a
+    probe of the shared machine's state, printed at the start and the end of a run."""
+    a, b = torch.rand(1024, 1024), torch.rand(1024, 1024)
+    torch.mm(a, b)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        n += 1
+    return 2 * 1024**3 * n / (time.perf_counter() - t0) / 1e9
+
+
+def copy_rate(seconds: float = 1.0) -> float:
+    """Memory copy throughput right now, GB/s read + written (a 256 MB float32 tensor)."""
+    a = torch.rand(64 << 20)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        b.copy_(a)
+        n += 1
+    return 2 * a.numel() * 4 * n / (time.perf_counter() - t0) / 1e9
+
+
+def state() -> str:
+    return f"sgemm {gemm_rate():.0f} GFLOP/s, copy {copy_rate():.1f} GB/s"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -330,6 +375,12 @@ def main() -> None:
     ap.add_argument("--root", default=DEBIAN_FASHION_MNIST, help="folder with the IDX files")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-cache-too", action="store_true", help="also run with cache off")
+    ap.add_argument(
+        "--sweep-runs",
+        type=int,
+        default=2,
+        help="infoflow sweeps: 1 before the reference, the others after it (default 2)",
+    )
     ap.add_argument("--skip-sweep", action="store_true", help="only the per-epoch check")
     ap.add_argument("--skip-epoch-check", action="store_true")
     ap.add_argument("--reps", type=int, default=2, help="epochs per model in the epoch check")
@@ -343,11 +394,12 @@ def main() -> None:
     data = load_fashion_mnist(str(root), download=False).to(device)
     n_tr, n_ev = len(data.y_train), len(data.y_eval)
     print(f"machine: {machine()}")
+    print(f"machine state at start: {state()}")
     print(
         f"ran: models {','.join(models)} x bins {args.bins}, {args.epochs} epoch(s), "
         f"{n_tr} train / {n_ev} eval images, estimator {args.estimator}, device {device}"
     )
-    rows = []
+    rows, notes = [], []
     if not args.skip_sweep:
         from torchvision import datasets, transforms
 
@@ -355,30 +407,59 @@ def main() -> None:
         train_ds = datasets.FashionMNIST(str(root), train=True, download=False, transform=tf)
         test_ds = datasets.FashionMNIST(str(root), train=False, download=False, transform=tf)
         estimate = notebook_per_neuron if args.estimator == "per_neuron" else usual_binning
-        ref_train = ref_est = 0.0
+
+        # infoflow runs before and after the reference (--sweep-runs 2, the default): the shared
+        # machine's speed drifts over the reference's minutes, and the two runs bracket it
+        def ours_run(i: int) -> dict:
+            return infoflow_sweep(
+                models, bins, args.epochs, root, args.estimator, True, args.device, work, f"_{i}"
+            )
+
+        runs = [ours_run(0)] if args.sweep_runs >= 1 else []
+        ref = {"train": 0.0, "estimate": 0.0, "estimate0": 0.0}
         for name in models:
             for b in bins:
-                tt, te = notebook_job(name, b, args.epochs, train_ds, test_ds, estimate, device)
-                ref_train, ref_est = ref_train + tt, ref_est + te
-                print(f"  notebook way {name} bins={b}: train {tt:.1f}s, estimate {te:.1f}s")
-        ref = ref_train + ref_est
-        ours = infoflow_sweep(
-            models, bins, args.epochs, root, args.estimator, True, args.device, work
-        )
+                t = notebook_job(name, b, args.epochs, train_ds, test_ds, estimate, device)
+                ref = {k: ref[k] + t[k] for k in ref}
+                print(
+                    f"  notebook way {name} bins={b}: train {t['train']:.1f}s, estimate "
+                    f"{t['estimate']:.1f}s (+ {t['estimate0']:.1f}s at epoch 0)"
+                )
+        total = ref["train"] + ref["estimate"]  # the notebook's schedule: epochs 1..E
+        same_rows = total + ref["estimate0"]  # infoflow's rows: epochs 0..E
+        runs += [ours_run(i) for i in range(1, args.sweep_runs)]
         rows += [
-            ("notebook way: train (DataLoader, retrain per bins)", ref_train, None),
-            ("notebook way: estimate", ref_est, None),
-            ("notebook way: total", ref, 1.0),
-            ("infoflow sweep (cache on): wall, incl. startup", ours["wall"], ref / ours["wall"]),
-            ("  of which train / cache load (logged)", ours["train"], None),
-            ("  of which evaluate + estimate (logged)", ours["estimate"], None),
+            ("notebook way: train (DataLoader, retrain per bins)", ref["train"], None),
+            ("notebook way: estimate after epochs 1..E", ref["estimate"], None),
+            ("notebook way: total, the notebook's schedule", total, 1.0),
+            ("notebook way: + estimate at epoch 0 (as in infoflow)", ref["estimate0"], None),
+            ("notebook way: total, the same rows as infoflow", same_rows, None),
         ]
+        for i, ours in enumerate(runs):
+            when = "before" if i == 0 else "after"
+            rows += [
+                (f"infoflow sweep (cache on), run {i + 1} ({when}): wall", ours["wall"],
+                 total / ours["wall"]),
+                ("  of which train / cache load (logged)", ours["train"], None),
+                ("  of which evaluate + estimate (logged)", ours["estimate"], None),
+            ]  # fmt: skip
+        if runs:
+            mean = sum(r["wall"] for r in runs) / len(runs)
+            rows.append((f"infoflow sweep, mean of {len(runs)} run(s)", mean, total / mean))
+            notes.append(
+                f"speed-up of infoflow's mean run: {total / mean:.2f}x against the notebook's "
+                f"schedule, {same_rows / mean:.2f}x against the same rows (epoch 0 estimated too)"
+            )
         if args.no_cache_too:
             nc = infoflow_sweep(
                 models, bins, args.epochs, root, args.estimator, False, args.device, work
             )
-            rows.append(("infoflow sweep (cache off): wall", nc["wall"], ref / nc["wall"]))
+            rows.append(("infoflow sweep (cache off): wall", nc["wall"], total / nc["wall"]))
     if not args.skip_epoch_check:
+        # both loops with the allocator settings infoflow's jobs run with (malloc=retain); the
+        # notebook-way reference above ran with glibc's defaults, as a notebook does
+        retained = retain_freed_memory()
+        print(f"epoch check: malloc {'retain' if retained else 'system'}")
         for name in models:
             r = epoch_check(name, data, args.reps)
             rows += [
@@ -392,6 +473,9 @@ def main() -> None:
     for stage, secs, ratio in rows:
         rtxt = "" if ratio is None or math.isnan(ratio) else f"{ratio:7.2f}"
         print(f"{stage:<{width}}  {secs:8.2f}  {rtxt:>7}")
+    for note in notes:
+        print(f"\n{note}")
+    print(f"\nmachine state at end: {state()}")
     print(
         "\nratio: sweep rows = notebook total / that stage (speed-up); epoch rows = seconds / "
         "bare loop; eval pass and estimate rows = share of the infoflow epoch."

@@ -9,6 +9,11 @@ Keys handled here (``conf/config.yaml``):
     torch threads of this job; ``auto`` = ``OMP_NUM_THREADS`` if set, else the launcher's share
     of the cores (``cores // n_jobs`` under joblib, ``cpus_per_task`` under submitit), else
     every core.
+``malloc`` (``retain`` or ``system``)
+    ``retain`` keeps freed memory in the process (glibc's ``mallopt``, see
+    :mod:`infoflow.allocator`): no page faults on every training step's tensors; ``system``
+    leaves glibc's defaults. Process-wide: once a job of a sweep has set ``retain``, later jobs
+    in that process keep it.
 ``cache.enabled`` (bool), ``cache.dir`` (path or null)
     the training cache; ``null`` means ``<sweep dir>/.train_cache`` in a multirun and no cache
     in a single run (its one job keeps its own checkpoint).
@@ -28,17 +33,19 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from infoflow.allocator import MALLOC_MODES
 from infoflow.config import ConfigError
 from infoflow.schedule import canonical, parse_eval
 from infoflow.store import code_version, config_hash
 
-RUNTIME_KEYS = ("resume", "threads", "cache")
+RUNTIME_KEYS = ("resume", "threads", "malloc", "cache")
 EVAL_ONLY_TRAINER_KEYS = ("eval_batch_size",)
 DATA_KEYS_NOT_SHAPING = ("download",)
 
 
 def validate_job_keys(cfg: DictConfig) -> None:
-    """Check ``trainer.eval``, ``resume``, ``threads`` and ``cache.*``; raise ConfigError."""
+    """Check ``trainer.eval``, ``resume``, ``threads``, ``malloc`` and ``cache.*``; raise
+    ConfigError."""
     parse_eval(OmegaConf.select(cfg, "trainer.eval", default="epoch"))
     resume = OmegaConf.select(cfg, "resume", default=False)
     if not isinstance(resume, bool):
@@ -48,6 +55,9 @@ def validate_job_keys(cfg: DictConfig) -> None:
         isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1
     ):
         raise ConfigError(f"threads must be 'auto' or an integer >= 1, got {threads!r}")
+    malloc = OmegaConf.select(cfg, "malloc", default="retain")
+    if malloc not in MALLOC_MODES:
+        raise ConfigError(f"malloc must be one of {list(MALLOC_MODES)}, got {malloc!r}")
     enabled = OmegaConf.select(cfg, "cache.enabled", default=True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"cache.enabled must be true or false, got {enabled!r}")

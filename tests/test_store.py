@@ -167,7 +167,8 @@ def test_training_key_ignores_estimator_probe_and_runtime_keys(compose_cfg):
 
 def test_job_hash_ignores_runtime_keys_only(compose_cfg):
     base = job_config_hash(compose_cfg())
-    assert job_config_hash(compose_cfg("resume=true", "threads=1", "cache.enabled=false")) == base
+    runtime = ("resume=true", "threads=1", "malloc=system", "cache.enabled=false")
+    assert job_config_hash(compose_cfg(*runtime)) == base
     assert job_config_hash(compose_cfg("estimator.bins=10")) != base
 
 

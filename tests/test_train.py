@@ -149,6 +149,7 @@ def test_threads_follow_the_launcher(monkeypatch):
         ("resume=maybe", "resume"),
         ("threads=0", "threads"),
         ("threads=many", "threads"),
+        ("malloc=jemalloc", "malloc"),
         ("cache.enabled=2", "cache.enabled"),
     ],
 )
@@ -162,9 +163,10 @@ def test_job_keys_are_validated(compose_cfg, override, key):
 def test_default_job_keys_are_valid(compose_cfg):
     cfg = compose_cfg()
     validate_job_keys(cfg)
-    assert (cfg.trainer.eval, cfg.resume, cfg.threads, cfg.cache.enabled) == (
+    assert (cfg.trainer.eval, cfg.resume, cfg.threads, cfg.malloc, cfg.cache.enabled) == (
         "epoch",
         False,
         "auto",
+        "retain",
         True,
     )
