@@ -330,6 +330,48 @@ def test_binning_wide_layers_with_many_equal_rows_equal_the_unique_rows_referenc
     assert 1 < r["I_XT"] < r["H_max"] - 0.5  # many ties and distinct rows alike
 
 
+def wide_layer(n: int, d: int, seed: int) -> np.ndarray:
+    """A ReLU-like (n, d) layer whose rows are all distinct when binned."""
+    return np.maximum(np.random.default_rng(seed).normal(size=(n, d)), 0).astype(np.float32)
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+@pytest.mark.parametrize("case", ["distinct", "distinct_off_probe", "ties", "narrow"])
+def test_distinctness_probe_keeps_every_number(case, as_tensor, monkeypatch):
+    n, d = 400, 2 * BINNING._PROBE_MIN_UNITS
+    T = wide_layer(n, d, seed=3)
+    probe = np.zeros(d, bool)
+    probe[BINNING._probe_columns(d)] = True
+    if case == "distinct_off_probe":  # the probed units equal in every row, the others differ
+        T[:, probe] = 0.5
+    elif case == "ties":  # pairs of equal rows: the probe cannot decide
+        T[1::2] = T[::2]
+    elif case == "narrow":
+        T = T[:, : BINNING._PROBE_MIN_UNITS - 1]
+    y = np.random.default_rng(4).integers(0, 10, n)
+    layer = torch.from_numpy(T) if as_tensor else T
+    lo, scale, n_bins, _ = uniform_grid(T, bins=30)
+    found = BINNING.distinct_rows_hash(layer, lo, scale, n_bins)
+    assert (found is not None) == (case == "distinct")
+    fast = binning(layer, None, y, bins=30)
+    monkeypatch.setattr(BINNING, "distinct_rows_hash", lambda *a: None)
+    assert binning(layer, None, y, bins=30) == fast  # every key, bit for bit
+    _, t = np.unique(bin_codes(T, bins=30)[0], axis=0, return_inverse=True)
+    H_T, _, I_TY = discrete_mi(t.reshape(-1), y)
+    assert fast["I_XT"] == pytest.approx(H_T, abs=1e-12)
+    assert fast["I_TY"] == pytest.approx(I_TY, abs=1e-12)
+    if case == "ties":
+        assert fast["I_XT"] == pytest.approx(math.log2(n / 2))
+
+
+def test_probe_columns_are_runs_spread_over_the_layer():
+    assert BINNING._probe_columns(BINNING._PROBE_MIN_UNITS - 1) is None
+    for d in (BINNING._PROBE_MIN_UNITS, 6272, 12544):
+        cols = BINNING._probe_columns(d)
+        assert len(cols) == len(set(cols.tolist())) == 8 * 64
+        assert cols[0] == 0 and cols[-1] == d - 1 and (np.diff(cols) > 0).all()
+
+
 def to_array(a):
     return a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 

@@ -38,6 +38,10 @@ _TORCH_FLOATS = {torch.float16: np.float16, torch.float32: np.float32, torch.flo
 # Most multiplier digits (GEMM columns) for which the float64 hash beats the int64 one.
 _MAX_GEMM_DIGITS = 8
 
+# The distinctness probe of wide layers: blocks of contiguous units spread over the layer (a few
+# cache lines per row), tried on layers at least _PROBE_MIN_UNITS wide.
+_PROBE_BLOCKS, _PROBE_WIDTH, _PROBE_MIN_UNITS = 8, 64, 2048
+
 
 def bin_layer(T: np.ndarray, bins: int) -> np.ndarray:
     """Cut every unit of a layer into ``bins`` equal-width bins over the layer's observed range.
@@ -387,6 +391,50 @@ def hash_uniform_bins(
     return _hash_gemm(T, lo32, scale32, cmax, *digits, rows)
 
 
+def _probe_columns(d: int) -> np.ndarray | None:
+    """Units of the distinctness probe: ``_PROBE_BLOCKS`` runs of ``_PROBE_WIDTH`` contiguous
+    units evenly spread over the layer; None for layers narrower than ``_PROBE_MIN_UNITS``."""
+    if d < _PROBE_MIN_UNITS:
+        return None
+    starts = np.linspace(0, d - _PROBE_WIDTH, _PROBE_BLOCKS).round().astype(np.int64)  # (B,)
+    return (starts[:, None] + np.arange(_PROBE_WIDTH)).reshape(-1)  # (B * W,)
+
+
+def distinct_rows_hash(
+    T: np.ndarray | torch.Tensor, lo: float, scale: float, n_bins: int
+) -> np.ndarray | None:
+    """Hashes of some units' bin codes when they already tell every row apart, else None.
+
+    Two rows whose codes differ on some units differ as whole rows, so when a subset of the
+    units separates all ``n`` rows, every sample is its own cell of the whole layer as well:
+    the returned hashes (one per row, all distinct) give the same partition as
+    :func:`hash_uniform_bins` of the whole rows, and ``H(T) = log2 n`` exactly. Wide layers with
+    many bins land there (the CNN's conv layers on Fashion-MNIST at 10 and 30 bins), and the
+    probe reads about 4% of a 12,544-unit layer's rows instead of all of it. The subset is
+    :func:`_probe_columns`; equal hashes on it prove nothing, and the caller hashes whole rows.
+
+    Parameters
+    ----------
+    T : ndarray or tensor of shape (n_samples, n_units)
+    lo, scale, n_bins
+        The whole layer's grid (:func:`uniform_grid`): the subset's codes are the layer's.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), dtype uint64, all distinct; or None
+    """
+    cols = _probe_columns(T.shape[1])
+    if cols is None or len(T) < 2:
+        return None
+    runs = [slice(int(c), int(c) + _PROBE_WIDTH) for c in cols[::_PROBE_WIDTH]]
+    if isinstance(T, torch.Tensor):  # slices and one cat: 3x faster than a gather of ``cols``
+        sub = torch.cat([T[:, r] for r in runs], dim=1)  # (n, B * W) on T's device
+    else:
+        sub = np.concatenate([T[:, r] for r in runs], axis=1)  # (n, B * W)
+    h = hash_uniform_bins(sub, lo, scale, n_bins)  # (n,)
+    return h if len(np.unique(h)) == len(h) else None
+
+
 def bin_codes(
     T: np.ndarray,
     *,
@@ -514,7 +562,9 @@ def binning(
     Where it runs: uniform (the default), for a float16/32/64 tensor, on the tensor's device
     (min/max, out-of-range count, bin codes and row hash, block by block; a CUDA layer is never
     copied to the host), bit-identical to the same layer as a NumPy array; only the ``n``
-    hashes and labels come to the host for the counts. Quantile: on the host (NumPy).
+    hashes and labels come to the host for the counts. Quantile: on the host (NumPy). Layers
+    of ``_PROBE_MIN_UNITS`` units or more are probed first (:func:`distinct_rows_hash`): when a
+    few runs of units already separate every row, the rest of the layer is not read.
     """
     check_params(
         {
@@ -532,7 +582,9 @@ def binning(
         raise ValueError(f"T has {len(T)} samples but Y has {len(y)}")
     if strategy == "uniform":
         lo, scale, n_bins, frac_out = uniform_grid(T, bins=bins, bin_width=bin_width, range=fixed)
-        t_hash = hash_uniform_bins(T, lo, scale, n_bins)  # (n,) one symbol per sample, host
+        t_hash = distinct_rows_hash(T, lo, scale, n_bins)  # (n,) all distinct, or None
+        if t_hash is None:
+            t_hash = hash_uniform_bins(T, lo, scale, n_bins)  # (n,) one symbol per sample, host
     else:
         codes, n_bins, frac_out = bin_codes(as_2d(T), bins=bins, range=fixed, strategy=strategy)
         t_hash = hash_rows(codes)  # (n,)
