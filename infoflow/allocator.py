@@ -7,10 +7,11 @@ them back to the kernel on ``free`` (``munmap``, or trimming the heap once more 
 ``M_TRIM_THRESHOLD`` is free at its top); the next step then takes a page fault on every 4 KiB
 page it writes, and the kernel zeroes each page. Whether that happens depends on the process:
 glibc adapts its thresholds to the blocks freed so far. Measured on this project's 2-core CPU
-machine, single ``model=cnn`` runs on Fashion-MNIST: with glibc's defaults 0.46 to 9.5 million
-page faults and 7.1 to 13.8 s per epoch (four runs); with these settings 0.40 million and 6.3 to
-7.0 s (two runs). In the 8-job sweep the MLP jobs before the CNN had already raised glibc's
-thresholds, and the CNN's steps did not fault either way.
+machine with glibc's defaults: a fresh process running the bare CNN loop faulted about 9,000
+times per step (37-46 ms a step against 25-30 ms with these settings); two single ``model=cnn``
+runs on Fashion-MNIST took 3.6 and 0.46 million page faults and 8.0-9.3 and 7.1-7.7 s per epoch,
+against 0.40 million and 6.3-7.0 s with these settings. In the 8-job sweep the MLP jobs before
+the CNN had already raised glibc's thresholds, and the CNN's steps did not fault either way.
 
 :func:`retain_freed_memory` sets three ``mallopt`` parameters so that freed memory stays in the
 process for reuse:
