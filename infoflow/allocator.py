@@ -36,6 +36,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+from collections.abc import Mapping
 
 MALLOC_MODES = ("retain", "system")
 
@@ -49,7 +50,7 @@ SETTINGS = {
 _applied = False
 
 
-def user_tunables(environ: os._Environ | dict[str, str] = os.environ) -> list[str]:
+def user_tunables(environ: Mapping[str, str] = os.environ) -> list[str]:
     """The environment's glibc malloc tunables, by name (empty when there are none)."""
     names = [k for k in environ if k.startswith("MALLOC_") and k.endswith("_")]
     if "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):

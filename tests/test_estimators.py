@@ -341,7 +341,8 @@ def test_distinctness_probe_keeps_every_number(case, as_tensor, monkeypatch):
     n, d = 400, 2 * BINNING._PROBE_MIN_UNITS
     T = wide_layer(n, d, seed=3)
     probe = np.zeros(d, bool)
-    probe[BINNING._probe_columns(d)] = True
+    for run in BINNING._probe_runs(d):
+        probe[run] = True
     if case == "distinct_off_probe":  # the probed units equal in every row, the others differ
         T[:, probe] = 0.5
     elif case == "ties":  # pairs of equal rows: the probe cannot decide
@@ -365,9 +366,9 @@ def test_distinctness_probe_keeps_every_number(case, as_tensor, monkeypatch):
 
 
 def test_probe_columns_are_runs_spread_over_the_layer():
-    assert BINNING._probe_columns(BINNING._PROBE_MIN_UNITS - 1) is None
+    assert BINNING._probe_runs(BINNING._PROBE_MIN_UNITS - 1) is None
     for d in (BINNING._PROBE_MIN_UNITS, 6272, 12544):
-        cols = BINNING._probe_columns(d)
+        cols = np.concatenate([np.arange(d)[run] for run in BINNING._probe_runs(d)])
         assert len(cols) == len(set(cols.tolist())) == 8 * 64
         assert cols[0] == 0 and cols[-1] == d - 1 and (np.diff(cols) > 0).all()
 

@@ -391,13 +391,13 @@ def hash_uniform_bins(
     return _hash_gemm(T, lo32, scale32, cmax, *digits, rows)
 
 
-def _probe_columns(d: int) -> np.ndarray | None:
+def _probe_runs(d: int) -> list[slice] | None:
     """Units of the distinctness probe: ``_PROBE_BLOCKS`` runs of ``_PROBE_WIDTH`` contiguous
     units evenly spread over the layer; None for layers narrower than ``_PROBE_MIN_UNITS``."""
     if d < _PROBE_MIN_UNITS:
         return None
-    starts = np.linspace(0, d - _PROBE_WIDTH, _PROBE_BLOCKS).round().astype(np.int64)  # (B,)
-    return (starts[:, None] + np.arange(_PROBE_WIDTH)).reshape(-1)  # (B * W,)
+    starts = np.linspace(0, d - _PROBE_WIDTH, _PROBE_BLOCKS).round().astype(int).tolist()
+    return [slice(c, c + _PROBE_WIDTH) for c in starts]
 
 
 def distinct_rows_hash(
@@ -411,7 +411,7 @@ def distinct_rows_hash(
     :func:`hash_uniform_bins` of the whole rows, and ``H(T) = log2 n`` exactly. Wide layers with
     many bins land there (the CNN's conv layers on Fashion-MNIST at 10 and 30 bins), and the
     probe reads about 4% of a 12,544-unit layer's rows instead of all of it. The subset is
-    :func:`_probe_columns`; equal hashes on it prove nothing, and the caller hashes whole rows.
+    :func:`_probe_runs`; equal hashes on it prove nothing, and the caller hashes whole rows.
 
     Parameters
     ----------
@@ -423,11 +423,10 @@ def distinct_rows_hash(
     -------
     ndarray of shape (n_samples,), dtype uint64, all distinct; or None
     """
-    cols = _probe_columns(T.shape[1])
-    if cols is None or len(T) < 2:
+    runs = _probe_runs(T.shape[1])
+    if runs is None or len(T) < 2:
         return None
-    runs = [slice(int(c), int(c) + _PROBE_WIDTH) for c in cols[::_PROBE_WIDTH]]
-    if isinstance(T, torch.Tensor):  # slices and one cat: 3x faster than a gather of ``cols``
+    if isinstance(T, torch.Tensor):  # slices and one cat: 3x faster than an index gather
         sub = torch.cat([T[:, r] for r in runs], dim=1)  # (n, B * W) on T's device
     else:
         sub = np.concatenate([T[:, r] for r in runs], axis=1)  # (n, B * W)
