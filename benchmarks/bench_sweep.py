@@ -8,26 +8,33 @@ Side by side in one run, on Fashion-MNIST (``data=fashion_mnist``):
   run once before the reference and once after it (``--sweep-runs``): the shared machine's speed
   drifts over the reference's minutes, and the two runs bracket it; optionally the same with
   ``cache.enabled=false`` (8 trainings);
-* the notebook's way, in this process: ``torchvision.datasets.FashionMNIST`` with
+* the notebook's way (``benchmarks/notebook_way.py``): the notebook's script run once per bin
+  count, each run a process of its own, timed end to end like infoflow's (process start,
+  imports, data sets, training, estimates): ``torchvision.datasets.FashionMNIST`` with
   ``transforms.ToTensor()``, ``DataLoader(batch_size=256, shuffle=True)``, the notebook's model
-  classes, one training per (model, bin count), and after every epoch the evaluation split read
-  through a ``DataLoader`` and estimated with either the notebook's per-neuron sklearn loop
-  (``--estimator per_neuron``) or whole-layer binning computed the usual way
-  (``--estimator binning``: ``np.digitize`` on the layer's range, ``np.unique`` on row views,
-  as in Shwartz-Ziv & Tishby's code). infoflow then runs with the matching estimator. The
-  notebook estimates after epochs 1..E; infoflow's table also has epoch 0 (the untrained net),
-  so the reference's estimate before training is timed apart and both totals are printed: the
-  notebook's schedule (the ratio column) and the same rows as infoflow.
+  classes, and after every epoch the evaluation split read through a ``DataLoader`` and
+  estimated with either the notebook's per-neuron sklearn loop (``--estimator per_neuron``) or
+  whole-layer binning computed the usual way (``--estimator binning``, the default, as
+  infoflow's default estimator). The notebook estimates after epochs 1..E; infoflow's table also
+  has epoch 0 (the untrained net), so the reference's estimate before training is timed apart
+  and both totals are printed: the notebook's schedule (the ratio column) and the same rows as
+  infoflow. The reference's training and estimates alone (what versions of this benchmark
+  before 2026-11-29 timed, in this process) are printed too.
 
 Then, per model, the per-epoch check of issue 5: one epoch of infoflow's training loop against
 a bare forward/backward/step loop over the same preloaded tensors, and the evaluation pass +
 default estimate (binning, 30 bins) as a share of the epoch. The check runs with the allocator
-settings of infoflow's jobs (``malloc=retain``, :mod:`infoflow.allocator`), set after the
-notebook-way reference, which keeps glibc's defaults as a notebook does.
+settings of infoflow's jobs (``malloc=retain``, :mod:`infoflow.allocator`); the notebook-way
+processes keep glibc's defaults, as a notebook does.
 
     python benchmarks/bench_sweep.py                           # the full thing (minutes)
     python benchmarks/bench_sweep.py --epochs 1 --subset 20000 # a reduced run
     python benchmarks/bench_sweep.py --models mlp1,cnn --skip-sweep
+    python benchmarks/bench_sweep.py --device cuda --skip-reference   # on a GPU machine
+
+On CUDA the per-epoch check also counts the host syncs of one training epoch, one evaluation
+pass and one estimate (``torch.cuda.set_sync_debug_mode("warn")``). ``--skip-reference`` runs
+infoflow's sweeps without the notebook-way reference (no ratios).
 
 ``--subset N`` keeps the first N training images (``--eval-subset M`` the first M evaluation
 images) by writing reduced IDX files that both sides read. Prints a table: stage, seconds,
@@ -39,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import math
 import os
 import platform
@@ -53,16 +61,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from infoflow.allocator import retain_freed_memory
+from infoflow.config import deterministic_kernels
 from infoflow.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, read_idx
 from infoflow.estimators import binning
 from infoflow.models import CNN, MLP
 from infoflow.train import Trainer, evaluate, measure
 
-HIDDEN = {"mlp1": [128], "mlp3": [256, 128, 64], "mlp5": [512, 256, 128, 64]}
-
+sys.path.insert(0, str(Path(__file__).parent))
+from notebook_way import HIDDEN
 
 # ---------------------------------------------------------------------------------------------
 # data: one folder both sides read (torchvision's FashionMNIST/raw layout, uncompressed)
@@ -93,139 +101,22 @@ def prepare_root(src: Path, dst: Path, subset: int | None, eval_subset: int | No
 
 
 # ---------------------------------------------------------------------------------------------
-# the notebook's way (its classes, verbatim but for the widths)
+# the notebook's way: benchmarks/notebook_way.py, one process per bin count
 
 
-class NotebookMLP(nn.Module):
-    def __init__(self, dims):
-        super().__init__()
-        layers = []
-        for i in range(len(dims) - 2):
-            layers.append(nn.Linear(dims[i], dims[i + 1]))
-            layers.append(nn.ReLU())
-        layers.append(nn.Linear(dims[-2], dims[-1]))
-        self.network = nn.Sequential(*layers)
-
-    def forward(self, x):
-        x = x.view(x.size(0), -1)
-        activations = []
-        out = x
-        for layer in self.network:
-            out = layer(out)
-            if isinstance(layer, nn.ReLU):
-                activations.append(out.detach())
-        return out, activations
-
-
-class NotebookCNN(nn.Module):
-    def __init__(self, channels):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, channels, 5, padding=2)
-        self.pool1 = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(channels, channels * 2, 5, padding=2)
-        self.pool2 = nn.MaxPool2d(2)
-        self.fc = nn.Linear((channels * 2) * 7 * 7, 10)
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        activations = []
-        out = self.relu(self.conv1(x))
-        activations.append(out.view(out.size(0), -1).detach())
-        out = self.pool1(out)
-        out = self.relu(self.conv2(out))
-        activations.append(out.view(out.size(0), -1).detach())
-        out = self.pool2(out)
-        out = out.view(out.size(0), -1)
-        return self.fc(out), activations
-
-
-def notebook_model(name: str) -> nn.Module:
-    return NotebookCNN(16) if name == "cnn" else NotebookMLP([784, *HIDDEN[name], 10])
-
-
-def notebook_mi(X, Y, n_bins=30):
-    from sklearn.metrics import mutual_info_score
-
-    bins_x = np.linspace(np.min(X), np.max(X), n_bins + 1)
-    x_b = np.digitize(X, bins_x) - 1
-    y_b = Y if Y.dtype.kind in "i" else np.digitize(Y, bins_x) - 1
-    return mutual_info_score(x_b, y_b)
-
-
-def notebook_per_neuron(acts, all_x, all_y, bins):
-    n_neurons = min(acts.shape[1], 50)
-    for n in range(n_neurons):
-        notebook_mi(all_x[:, n], acts[:, n], bins)
-        notebook_mi(acts[:, n], all_y, bins)
-
-
-def _entropy_of_rows(digitized: np.ndarray) -> float:
-    rows = np.ascontiguousarray(digitized).view(
-        np.dtype((np.void, digitized.dtype.itemsize * digitized.shape[1]))
-    )
-    _, counts = np.unique(rows, return_counts=True)
-    p = counts / counts.sum()
-    return float(-(p * np.log2(p)).sum())
-
-
-def usual_binning(acts, all_x, all_y, bins):
-    """Whole-layer binning as Shwartz-Ziv & Tishby's code does it: digitize, unique rows."""
-    edges = np.linspace(acts.min(), acts.max(), bins + 1)
-    digitized = np.digitize(acts, edges).astype(np.uint8)  # (n, d)
-    h_t = _entropy_of_rows(digitized)
-    h_t_y = sum((all_y == c).mean() * _entropy_of_rows(digitized[all_y == c]) for c in range(10))
-    return h_t, h_t - h_t_y
-
-
-def notebook_estimate(model, test_loader, estimate, bins, device) -> None:
-    """The notebook's evaluation: the eval split through a DataLoader, every layer estimated."""
-    model.eval()
-    all_acts, all_x, all_y = [], [], []
-    with torch.no_grad():
-        for imgs, labels in test_loader:
-            imgs, labels = imgs.to(device), labels.to(device)
-            _, acts = model(imgs)
-            if not all_acts:
-                all_acts = [[] for _ in acts]
-            for i, a in enumerate(acts):
-                all_acts[i].append(a.cpu().numpy())
-            all_x.append(imgs.view(imgs.size(0), -1).cpu().numpy())
-            all_y.append(labels.cpu().numpy())
-    all_x, all_y = np.concatenate(all_x), np.concatenate(all_y)
-    for layer in all_acts:
-        estimate(np.concatenate(layer), all_x, all_y, bins)
-
-
-def notebook_job(name, bins, epochs, train_ds, test_ds, estimate, device) -> dict:
-    """One (model, bins) job the notebook's way: seconds of training, of the estimates after
-    epochs 1..E (the notebook's schedule) and of the estimate before training (epoch 0, which
-    infoflow's table has too)."""
-    from torch.utils.data import DataLoader
-
-    torch.manual_seed(0)
-    model = notebook_model(name).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    criterion = nn.CrossEntropyLoss()
-    train_loader = DataLoader(train_ds, batch_size=256, shuffle=True)
-    test_loader = DataLoader(test_ds, batch_size=256, shuffle=False)
+def notebook_run(bins, models, epochs, root, estimator, device) -> dict:
+    """One run of the notebook's way (the four nets, one bin count) as its own process:
+    its wall time end to end and its jobs' split (train, estimate, estimate0 per model)."""
+    script = Path(__file__).with_name("notebook_way.py")
+    args = [sys.executable, str(script), "--root", str(root), "--bins", str(bins)]
+    args += ["--epochs", str(epochs), "--models", ",".join(models)]
+    args += ["--estimator", estimator, "--device", str(device)]
     t0 = time.perf_counter()
-    notebook_estimate(model, test_loader, estimate, bins, device)
-    t = {"train": 0.0, "estimate": 0.0, "estimate0": time.perf_counter() - t0}
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        model.train()
-        for imgs, labels in train_loader:
-            imgs, labels = imgs.to(device), labels.to(device)
-            optimizer.zero_grad()
-            outputs, _ = model(imgs)
-            loss = criterion(outputs, labels)
-            loss.backward()
-            optimizer.step()
-        t1 = time.perf_counter()
-        notebook_estimate(model, test_loader, estimate, bins, device)
-        t["train"] += t1 - t0
-        t["estimate"] += time.perf_counter() - t1
-    return t
+    out = subprocess.run(args, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        sys.exit(f"notebook way failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return {"wall": wall, "jobs": json.loads(out.stdout.strip().splitlines()[-1])}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +202,34 @@ def epoch_check(name, data, reps) -> dict:
         fwd_t.append(t1 - t0)
         est_t.append(time.perf_counter() - t1)
     fwd_t, est_t = fwd_t[1:], est_t[1:]
-    return {"bare": min(bare_t), "loop": min(loop_t), "forward": min(fwd_t), "estimate": min(est_t)}
+    out = {"bare": min(bare_t), "loop": min(loop_t), "forward": min(fwd_t), "estimate": min(est_t)}
+    if data.x_train.device.type == "cuda":  # host syncs: one more epoch and evaluation, counted
+        step = trainer.step + trainer.per_epoch
+        out["syncs_train"] = count_syncs(lambda: trainer.train_to(step))
+        out["syncs_eval"] = count_syncs(lambda: evaluate(trainer.model, data, 4096, out=layers))
+        out["syncs_estimate"] = count_syncs(
+            lambda: measure(
+                layers, data, lambda T, X, Y: binning(T, X, Y, bins=30), trainer.model.probe_names
+            )
+        )
+        out["steps"], out["layers"] = trainer.per_epoch, len(layers)
+    return out
+
+
+def count_syncs(fn) -> int:
+    """Synchronizing CUDA calls (a device-to-host read, ``.item()``, a blocking copy...) that
+    ``fn`` makes, counted with ``torch.cuda.set_sync_debug_mode("warn")``."""
+    import warnings
+
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 def sync(data) -> None:
@@ -382,11 +300,17 @@ def main() -> None:
         help="infoflow sweeps: 1 before the reference, the others after it (default 2)",
     )
     ap.add_argument("--skip-sweep", action="store_true", help="only the per-epoch check")
+    ap.add_argument(
+        "--skip-reference",
+        action="store_true",
+        help="infoflow's sweep runs without the notebook-way reference (no ratio)",
+    )
     ap.add_argument("--skip-epoch-check", action="store_true")
     ap.add_argument("--reps", type=int, default=2, help="epochs per model in the epoch check")
     args = ap.parse_args()
     models, bins = args.models.split(","), [int(b) for b in args.bins.split(",")]
     device = torch.device(args.device)
+    deterministic_kernels(device)  # as infoflow's jobs run, for both loops of the epoch check
     work = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
     root = prepare_root(Path(args.root), work / "data", args.subset, args.eval_subset)
     from infoflow.data import load_fashion_mnist
@@ -401,13 +325,6 @@ def main() -> None:
     )
     rows, notes = [], []
     if not args.skip_sweep:
-        from torchvision import datasets, transforms
-
-        tf = transforms.ToTensor()
-        train_ds = datasets.FashionMNIST(str(root), train=True, download=False, transform=tf)
-        test_ds = datasets.FashionMNIST(str(root), train=False, download=False, transform=tf)
-        estimate = notebook_per_neuron if args.estimator == "per_neuron" else usual_binning
-
         # infoflow runs before and after the reference (--sweep-runs 2, the default): the shared
         # machine's speed drifts over the reference's minutes, and the two runs bracket it
         def ours_run(i: int) -> dict:
@@ -416,25 +333,33 @@ def main() -> None:
             )
 
         runs = [ours_run(0)] if args.sweep_runs >= 1 else []
-        ref = {"train": 0.0, "estimate": 0.0, "estimate0": 0.0}
-        for name in models:
-            for b in bins:
-                t = notebook_job(name, b, args.epochs, train_ds, test_ds, estimate, device)
-                ref = {k: ref[k] + t[k] for k in ref}
+        ref = {"wall": 0.0, "train": 0.0, "estimate": 0.0, "estimate0": 0.0}
+        for b in bins if not args.skip_reference else []:  # the notebook run once per bin count
+            r = notebook_run(b, models, args.epochs, root, args.estimator, args.device)
+            ref["wall"] += r["wall"]
+            for name, t in r["jobs"].items():
+                ref = {k: v + t.get(k, 0.0) for k, v in ref.items()}
                 print(
                     f"  notebook way {name} bins={b}: train {t['train']:.1f}s, estimate "
                     f"{t['estimate']:.1f}s (+ {t['estimate0']:.1f}s at epoch 0)"
                 )
-        total = ref["train"] + ref["estimate"]  # the notebook's schedule: epochs 1..E
-        same_rows = total + ref["estimate0"]  # infoflow's rows: epochs 0..E
+            print(f"  notebook way bins={b}: {r['wall']:.1f}s as a process, end to end")
+        inside = ref["train"] + ref["estimate"]  # what earlier versions of this benchmark timed
+        start = ref["wall"] - inside - ref["estimate0"]  # process start, imports, data sets
+        total = ref["wall"] - ref["estimate0"]  # the notebook's schedule (epochs 1..E), end to end
+        same_rows = ref["wall"]  # infoflow's rows: epochs 0..E
+        if args.skip_reference:
+            total = same_rows = inside = math.nan  # no ratios
         runs += [ours_run(i) for i in range(1, args.sweep_runs)]
-        rows += [
-            ("notebook way: train (DataLoader, retrain per bins)", ref["train"], None),
-            ("notebook way: estimate after epochs 1..E", ref["estimate"], None),
-            ("notebook way: total, the notebook's schedule", total, 1.0),
-            ("notebook way: + estimate at epoch 0 (as in infoflow)", ref["estimate0"], None),
-            ("notebook way: total, the same rows as infoflow", same_rows, None),
-        ]
+        if not args.skip_reference:
+            rows += [
+                ("notebook way: train (DataLoader, retrain per bins)", ref["train"], None),
+                ("notebook way: estimate after epochs 1..E", ref["estimate"], None),
+                ("notebook way: process start, imports, data sets", start, None),
+                ("notebook way: total, the notebook's schedule", total, 1.0),
+                ("notebook way: + estimate at epoch 0 (as in infoflow)", ref["estimate0"], None),
+                ("notebook way: total, the same rows as infoflow", same_rows, None),
+            ]
         for i, ours in enumerate(runs):
             when = "before" if i == 0 else "after"
             rows += [
@@ -446,9 +371,12 @@ def main() -> None:
         if runs:
             mean = sum(r["wall"] for r in runs) / len(runs)
             rows.append((f"infoflow sweep, mean of {len(runs)} run(s)", mean, total / mean))
+        if runs and not args.skip_reference:
             notes.append(
                 f"speed-up of infoflow's mean run: {total / mean:.2f}x against the notebook's "
-                f"schedule, {same_rows / mean:.2f}x against the same rows (epoch 0 estimated too)"
+                f"schedule, {same_rows / mean:.2f}x against the same rows (epoch 0 estimated "
+                f"too); {inside / mean:.2f}x against the reference's training and estimates "
+                "alone (no process start, imports or data sets: earlier versions' figure)"
             )
         if args.no_cache_too:
             nc = infoflow_sweep(
@@ -462,6 +390,12 @@ def main() -> None:
         print(f"epoch check: malloc {'retain' if retained else 'system'}")
         for name in models:
             r = epoch_check(name, data, args.reps)
+            if "syncs_train" in r:
+                notes.append(
+                    f"{name} host syncs: {r['syncs_train']} in a training epoch of "
+                    f"{r['steps']} steps, {r['syncs_eval']} in the eval pass, "
+                    f"{r['syncs_estimate']} in the estimate of its {r['layers']} layers"
+                )
             rows += [
                 (f"{name} epoch: bare fwd/bwd/step loop", r["bare"], 1.0),
                 (f"{name} epoch: infoflow training loop", r["loop"], r["loop"] / r["bare"]),

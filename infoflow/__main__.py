@@ -17,7 +17,13 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig
 
 from infoflow.allocator import retain_freed_memory
-from infoflow.config import ConfigError, resolve_device, validate
+from infoflow.config import (
+    ConfigError,
+    deterministic_kernels,
+    hidden_gpus,
+    resolve_device,
+    validate,
+)
 from infoflow.data import DataError
 from infoflow.job import (
     cache_dir,
@@ -76,6 +82,9 @@ def main(cfg: DictConfig) -> None:
         log.info("resume: %s is completed, skipping", job.path)
         return
     job.run_id = status["run_id"] if job.same_job(status) else new_run_id()
+    if cfg.device == "auto" and device.type == "cpu" and (hidden := hidden_gpus()):
+        log.warning("device=auto runs on the CPU: %s", hidden)
+    deterministic_kernels(device)
     torch.set_num_threads(resolve_threads(cfg.threads, hydra_cfg.launcher))
     malloc = "retain" if cfg.malloc == "retain" and retain_freed_memory() else "system"
     try:

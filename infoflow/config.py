@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -83,9 +84,11 @@ def resolve_device(name: str) -> torch.device:
     kind = name.split(":")[0]
     if kind == "cuda":
         if not torch.cuda.is_available():
+            hint = hidden_gpus()
             raise ConfigError(
                 f"device must be present on this machine, got {name!r}: "
-                "torch.cuda.is_available() is False (use device=auto or device=cpu)"
+                f"torch.cuda.is_available() is False{'; ' + hint if hint else ''} "
+                "(use device=auto or device=cpu)"
             )
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
@@ -101,3 +104,26 @@ def resolve_device(name: str) -> torch.device:
                 "torch.backends.mps.is_available() is False (use device=auto or device=cpu)"
             )
     return torch.device(name)
+
+
+def deterministic_kernels(device: torch.device) -> None:
+    """On CUDA, have cuDNN pick deterministic convolution algorithms (no autotuning): its
+    default may pick backward kernels that sum with atomics, in an order that changes from run
+    to run. A seed then gives the same numbers every run, and a net from the training cache
+    equals a retrained one. The CPU's kernels are deterministic already."""
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def hidden_gpus() -> str:
+    """Why CUDA may be absent in this job: a note when ``CUDA_VISIBLE_DEVICES`` hides every GPU
+    (set and empty, or -1), else "". The submitit launchers set it from
+    ``hydra.launcher.gpus_per_node``, 0 by default, so their jobs see no GPU unless asked."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None or value.strip() not in ("", "-1"):
+        return ""
+    return (
+        f"CUDA_VISIBLE_DEVICES is {value!r} in this job's environment, which hides every GPU "
+        "(the submitit launchers set it from hydra.launcher.gpus_per_node, 0 by default)"
+    )

@@ -106,14 +106,22 @@ def test_unknown_option_lists_the_valid_ones(cli):
 
 
 def test_absent_device_is_refused(cli, tmp_path):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    proc = cli("device=cuda")
+    # the GPUs hidden as the submitit launchers hide them by default: absent on any machine
+    proc = cli("device=cuda", env={"CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode != 0
     assert "device must be present on this machine, got 'cuda'" in proc.stderr
+    assert "CUDA_VISIBLE_DEVICES is '' in this job's environment" in proc.stderr
+    assert "hydra.launcher.gpus_per_node" in proc.stderr
     assert not list(tmp_path.glob("outputs/**/mi.parquet"))
+
+
+def test_auto_device_says_when_the_gpus_are_hidden(cli, tmp_path):
+    proc = cli("trainer.epochs=1", "model=mlp1", "device=auto", env={"CUDA_VISIBLE_DEVICES": "-1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "device=auto runs on the CPU: CUDA_VISIBLE_DEVICES is '-1'" in proc.stdout + proc.stderr
+    assert list(tmp_path.glob("outputs/**/mi.parquet"))
+    quiet = cli("trainer.epochs=1", "model=mlp1", "device=auto", env={"CUDA_VISIBLE_DEVICES": "0"})
+    assert quiet.returncode == 0 and "runs on the CPU" not in quiet.stdout + quiet.stderr
 
 
 def test_missing_data_says_where_it_looked(cli, tmp_path):

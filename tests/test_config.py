@@ -4,7 +4,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from infoflow.config import ConfigError, resolve_device, validate
+from infoflow.config import (
+    ConfigError,
+    deterministic_kernels,
+    hidden_gpus,
+    resolve_device,
+    validate,
+)
 from tests.conftest import CONF
 
 GROUPS = {
@@ -106,6 +112,30 @@ def test_bad_values_name_key_rule_and_value(compose_cfg, override, message):
 def test_absent_cuda_is_an_error():
     with pytest.raises(ConfigError, match=r"device must be present .* got 'cuda'"):
         resolve_device("cuda")
+
+
+def test_hidden_gpus_names_the_variable_only_when_it_hides_them(monkeypatch):
+    for value in ("", "-1", " "):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+        assert f"CUDA_VISIBLE_DEVICES is {value!r}" in hidden_gpus()
+        if not torch.cuda.is_available():  # else torch saw the GPUs before the variable changed
+            with pytest.raises(ConfigError, match=r"hydra\.launcher\.gpus_per_node"):
+                resolve_device("cuda")
+    for value in ("0", "0,1", "GPU-5f2c"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+        assert hidden_gpus() == ""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert hidden_gpus() == ""
+
+
+def test_cuda_jobs_get_deterministic_convolutions(monkeypatch):
+    cudnn = torch.backends.cudnn
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    monkeypatch.setattr(cudnn, "benchmark", True)
+    deterministic_kernels(torch.device("cpu"))
+    assert (cudnn.deterministic, cudnn.benchmark) == (False, True)  # the CPU's are already
+    deterministic_kernels(torch.device("cuda", 0))  # sets flags only: no GPU needed
+    assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
 
 
 def test_auto_device_falls_back_to_an_available_one():
