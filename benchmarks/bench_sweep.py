@@ -5,9 +5,9 @@ Side by side in one run, on Fashion-MNIST (``data=fashion_mnist``):
 * infoflow: ``python -m infoflow -m model=mlp1,mlp3,mlp5,cnn estimator.bins=10,30
   data=fashion_mnist trainer.epochs=E`` as a subprocess (the basic launcher, default estimator
   ``binning``, training cache on: 4 networks trained, 8 jobs estimated, epoch 0 measured too),
-  run once before the reference and once after it (``--sweep-runs``): the shared machine's speed
-  drifts over the reference's minutes, and the two runs bracket it; optionally the same with
-  ``cache.enabled=false`` (8 trainings);
+  run before the reference's processes and after each of them (``--sweep-runs``): the shared
+  machine's speed drifts over the reference's minutes, and the runs sample it around them;
+  optionally the same with ``cache.enabled=false`` (8 trainings);
 * the notebook's way (``benchmarks/notebook_way.py``): the notebook's script run once per bin
   count, each run a process of its own, timed end to end like infoflow's (process start,
   imports, data sets, training, estimates): ``torchvision.datasets.FashionMNIST`` with
@@ -296,8 +296,9 @@ def main() -> None:
     ap.add_argument(
         "--sweep-runs",
         type=int,
-        default=2,
-        help="infoflow sweeps: 1 before the reference, the others after it (default 2)",
+        default=None,
+        help="infoflow sweeps, interleaved with the reference's processes: one before them, "
+        "one after each, the rest at the end (default: one more than the bin counts)",
     )
     ap.add_argument("--skip-sweep", action="store_true", help="only the per-epoch check")
     ap.add_argument(
@@ -325,14 +326,21 @@ def main() -> None:
     )
     rows, notes = [], []
     if not args.skip_sweep:
-        # infoflow runs before and after the reference (--sweep-runs 2, the default): the shared
-        # machine's speed drifts over the reference's minutes, and the two runs bracket it
-        def ours_run(i: int) -> dict:
-            return infoflow_sweep(
-                models, bins, args.epochs, root, args.estimator, True, args.device, work, f"_{i}"
-            )
+        # infoflow's runs are interleaved with the reference's processes (by default one before
+        # them and one after each): the shared machine's speed drifts over the reference's
+        # minutes, and the runs sample it around each process
+        n_runs = len(bins) + 1 if args.sweep_runs is None else args.sweep_runs
+        runs: list[dict] = []
 
-        runs = [ours_run(0)] if args.sweep_runs >= 1 else []
+        def ours_run(when: str) -> None:
+            if len(runs) < n_runs:
+                tag = f"_{len(runs)}"
+                ours = infoflow_sweep(
+                    models, bins, args.epochs, root, args.estimator, True, args.device, work, tag
+                )
+                runs.append({**ours, "when": when})
+
+        ours_run("before the reference")
         ref = {"wall": 0.0, "train": 0.0, "estimate": 0.0, "estimate0": 0.0}
         for b in bins if not args.skip_reference else []:  # the notebook run once per bin count
             r = notebook_run(b, models, args.epochs, root, args.estimator, args.device)
@@ -344,13 +352,15 @@ def main() -> None:
                     f"{t['estimate']:.1f}s (+ {t['estimate0']:.1f}s at epoch 0)"
                 )
             print(f"  notebook way bins={b}: {r['wall']:.1f}s as a process, end to end")
+            ours_run(f"after bins={b}")
         inside = ref["train"] + ref["estimate"]  # what earlier versions of this benchmark timed
         start = ref["wall"] - inside - ref["estimate0"]  # process start, imports, data sets
         total = ref["wall"] - ref["estimate0"]  # the notebook's schedule (epochs 1..E), end to end
         same_rows = ref["wall"]  # infoflow's rows: epochs 0..E
         if args.skip_reference:
             total = same_rows = inside = math.nan  # no ratios
-        runs += [ours_run(i) for i in range(1, args.sweep_runs)]
+        while len(runs) < n_runs:
+            ours_run("after the reference")
         if not args.skip_reference:
             rows += [
                 ("notebook way: train (DataLoader, retrain per bins)", ref["train"], None),
@@ -361,9 +371,8 @@ def main() -> None:
                 ("notebook way: total, the same rows as infoflow", same_rows, None),
             ]
         for i, ours in enumerate(runs):
-            when = "before" if i == 0 else "after"
             rows += [
-                (f"infoflow sweep (cache on), run {i + 1} ({when}): wall", ours["wall"],
+                (f"infoflow sweep (cache on), run {i + 1} ({ours['when']}): wall", ours["wall"],
                  total / ours["wall"]),
                 ("  of which train / cache load (logged)", ours["train"], None),
                 ("  of which evaluate + estimate (logged)", ours["estimate"], None),

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 )
 def test_bench_sweep_prints_the_reference_the_sweep_and_the_epoch_check(tmp_path):
     args = ["--models", "mlp1", "--bins", "10,30", "--epochs", "1", "--subset", "2000"]
-    args += ["--eval-subset", "500", "--sweep-runs", "1", "--reps", "1"]
+    args += ["--eval-subset", "500", "--reps", "1"]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_sweep.py"), *args],
         cwd=tmp_path,
@@ -46,7 +46,10 @@ def test_bench_sweep_prints_the_reference_the_sweep_and_the_epoch_check(tmp_path
         "notebook way: estimate after epochs 1..E"
     )
     assert start > 0 and total == pytest.approx(parts + start, abs=0.02)
-    assert seconds("infoflow sweep (cache on), run 1 (before): wall") > 0
+    # infoflow's runs interleaved with the reference's processes
+    assert seconds("infoflow sweep (cache on), run 1 (before the reference): wall") > 0
+    assert seconds("infoflow sweep (cache on), run 2 (after bins=10): wall") > 0
+    assert seconds("infoflow sweep (cache on), run 3 (after bins=30): wall") > 0
     assert "speed-up of infoflow's mean run" in out
     assert seconds("mlp1 epoch: bare fwd/bwd/step loop") > 0
     assert seconds("mlp1 epoch: infoflow training loop") > 0
