@@ -329,7 +329,9 @@ def main() -> None:
         # infoflow's runs are interleaved with the reference's processes (by default one before
         # them and one after each): the shared machine's speed drifts over the reference's
         # minutes, and the runs sample it around each process
-        n_runs = len(bins) + 1 if args.sweep_runs is None else args.sweep_runs
+        n_runs = args.sweep_runs
+        if n_runs is None:
+            n_runs = 1 if args.skip_reference else len(bins) + 1
         runs: list[dict] = []
 
         def ours_run(when: str) -> None:
@@ -340,7 +342,7 @@ def main() -> None:
                 )
                 runs.append({**ours, "when": when})
 
-        ours_run("before the reference")
+        ours_run("no reference" if args.skip_reference else "before the reference")
         ref = {"wall": 0.0, "train": 0.0, "estimate": 0.0, "estimate0": 0.0}
         for b in bins if not args.skip_reference else []:  # the notebook run once per bin count
             r = notebook_run(b, models, args.epochs, root, args.estimator, args.device)
@@ -360,7 +362,7 @@ def main() -> None:
         if args.skip_reference:
             total = same_rows = inside = math.nan  # no ratios
         while len(runs) < n_runs:
-            ours_run("after the reference")
+            ours_run("no reference" if args.skip_reference else "after the reference")
         if not args.skip_reference:
             rows += [
                 ("notebook way: train (DataLoader, retrain per bins)", ref["train"], None),
