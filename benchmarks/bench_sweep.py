@@ -348,7 +348,8 @@ def main() -> None:
             r = notebook_run(b, models, args.epochs, root, args.estimator, args.device)
             ref["wall"] += r["wall"]
             for name, t in r["jobs"].items():
-                ref = {k: v + t.get(k, 0.0) for k, v in ref.items()}
+                for k in ("train", "estimate", "estimate0"):
+                    ref[k] += t[k]
                 print(
                     f"  notebook way {name} bins={b}: train {t['train']:.1f}s, estimate "
                     f"{t['estimate']:.1f}s (+ {t['estimate0']:.1f}s at epoch 0)"
