@@ -1,119 +1,93 @@
 """``python -m infoflow``: one job = one network, one data set, one optimizer, one seed.
 
-Wiring only: validate the config, build the pieces from their config groups, run the loop.
+Wiring only: the job's directory and its one failure route (:class:`infoflow.job.Job`),
+validation, the pieces built from their config groups, the loop.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
-import sys
+from typing import Any
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig
 
-from infoflow.allocator import retain_freed_memory
-from infoflow.config import (
-    ConfigError,
-    deterministic_kernels,
-    hidden_gpus,
-    resolve_device,
-    validate,
-)
-from infoflow.data import DataError
+from infoflow.config import UserError, deterministic_kernels, hidden_gpus, resolve_device, validate
 from infoflow.job import (
+    Job,
     cache_dir,
+    estimate_spec,
     job_config_hash,
-    new_run_id,
+    job_meta,
+    register_resolvers,
     resolve_threads,
-    result_config,
+    training_config,
     training_key,
-    validate_job_keys,
 )
-from infoflow.results import GROUPS, JOB_TABLE, JobTable, flatten_config
-from infoflow.sharing import SharedEstimates, estimate_spec
-from infoflow.store import JobDir, TrainCache
-from infoflow.train import TrainerConfig, TrainingDiverged, describe, run
+from infoflow.sharing import SharedEstimates, plan_path
+from infoflow.store import TrainCache
+from infoflow.train import TrainerConfig, run
 
 log = logging.getLogger("infoflow")
-
-# torch, Hydra and pandas leave ~370k objects that live as long as the process: moved to the
-# permanent generation, they are not re-scanned by every full collection (0.68 s -> 0.33 s of
-# collections in the 8-job Fashion-MNIST sweep)
-gc.freeze()
+register_resolvers()
 
 
-def job_meta(cfg: DictConfig, run_id: str) -> dict:
-    """The columns every row of this job carries: run id, group choices, config leaves."""
-    choices = HydraConfig.get().runtime.choices
-    meta = {"run_id": run_id}
-    meta.update({g: choices.get(g) for g in GROUPS})
-    meta.update(flatten_config(result_config(cfg)))
-    return meta
-
-
-def refuse(err: Exception, job: JobDir, multirun: bool) -> None:
-    """Stop a job before training: a single run exits with the message; in a sweep the job is
-    marked failed with it and the other jobs go on (the sweep exits 1 after its summary)."""
-    if not multirun:
-        sys.exit(f"infoflow: error: {err}")
-    log.error("infoflow: error: %s", err)
-    job.run_id = job.run_id or new_run_id()
-    job.write_status("failed", 0, 0, error=str(err))
+def build(node: Any, **kwargs: Any) -> Any:
+    """``instantiate`` a config group's object; our own errors (a missing data set, a rule
+    broken) come out as they are, not wrapped in Hydra's InstantiationException."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    try:
+    job = Job(hydra_cfg.runtime.output_dir, config_hash=None, multirun=multirun)
+    with job.running():
         validate(cfg)
-        validate_job_keys(cfg)
-        device = resolve_device(cfg.device)
-    except ConfigError as err:
-        return refuse(err, JobDir(hydra_cfg.runtime.output_dir, run_id=new_run_id()), multirun)
-    job = JobDir(hydra_cfg.runtime.output_dir, config_hash=job_config_hash(cfg))
-    status = job.read_status() if cfg.resume else None
-    if job.same_job(status) and status["status"] == "completed":
-        log.info("resume: %s is completed, skipping", job.path)
-        return
-    job.run_id = status["run_id"] if job.same_job(status) else new_run_id()
-    if cfg.device == "auto" and device.type == "cpu" and (hidden := hidden_gpus()):
-        log.warning("device=auto runs on the CPU: %s", hidden)
-    deterministic_kernels(device)
-    torch.set_num_threads(resolve_threads(cfg.threads, hydra_cfg.launcher))
-    malloc = "retain" if cfg.malloc == "retain" and retain_freed_memory() else "system"
-    try:
-        data = instantiate(cfg.data).to(device)
-    except DataError as err:
-        return refuse(err, job, multirun)
-    torch.manual_seed(cfg.seed)
-    model = instantiate(cfg.model, in_shape=data.in_shape, n_classes=data.n_classes).to(device)
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
-    estimator = instantiate(cfg.estimator)
-    table = JobTable(job.path / JOB_TABLE, job_meta(cfg, job.run_id))
-    sweep_dir = to_absolute_path(hydra_cfg.sweep.dir) if multirun else None
-    cache_root = cache_dir(cfg, sweep_dir, cwd=hydra_cfg.runtime.cwd)
-    cache = TrainCache(cache_root, training_key(cfg, device)) if cache_root else None
-    spec = estimate_spec(result_config(cfg))
-    shared = SharedEstimates(cache, spec, build=instantiate) if cache else None
-    log.info(
-        "%s on %s (%s), %s, device %s, %d threads, malloc %s, cache %s -> %s",
-        hydra_cfg.runtime.choices["model"],
-        data.name,
-        data.in_shape,
-        type(optimizer).__name__,
-        device,
-        torch.get_num_threads(),
-        malloc,
-        cache.dir if cache else "off",
-        table.path,
-    )
-    try:
+        job.config_hash = job_config_hash(cfg)
+        if job.prepare(resume=cfg.runtime.resume):
+            return
+        device = resolve_device(cfg.runtime.device)
+        if cfg.runtime.device == "auto" and device.type == "cpu" and (hidden := hidden_gpus()):
+            log.warning("runtime.device=auto runs on the CPU: %s", hidden)
+        deterministic_kernels(device)
+        torch.set_num_threads(resolve_threads(cfg.runtime.threads, hydra_cfg.launcher))
+        data = build(cfg.data).to(device)
+        torch.manual_seed(cfg.seed)
+        model = build(cfg.model, in_shape=data.in_shape, n_classes=data.n_classes).to(device)
+        optimizer = build(cfg.optimizer)(model.parameters())
+        estimator = build(cfg.estimator)
+        job.meta = job_meta(cfg, job.run_id, hydra_cfg.runtime.choices, device.type)
+        sweep_dir = to_absolute_path(hydra_cfg.sweep.dir) if multirun else None
+        root = cache_dir(cfg.runtime, sweep_dir, cwd=hydra_cfg.runtime.cwd)
+        cache = shared = None
+        if root is not None:
+            key = training_key(cfg, device, data.fingerprint)
+            cache = TrainCache(root, key, wait_s=cfg.runtime.cache.wait_s)
+            plan = plan_path(root, training_config(cfg))
+            shared = SharedEstimates(cache, plan, estimate_spec(cfg), build=build)
+        log.info(
+            "%s on %s (%s), %s, device %s, %d threads, cache %s -> %s",
+            hydra_cfg.runtime.choices["model"],
+            data.name,
+            data.in_shape,
+            type(optimizer).__name__,
+            device,
+            torch.get_num_threads(),
+            cache.dir if cache else "off",
+            job.path,
+        )
         run(
             model,
             optimizer,
@@ -121,21 +95,14 @@ def main(cfg: DictConfig) -> None:
             estimator,
             TrainerConfig(**cfg.trainer),
             cfg.seed,
-            table.append,
             probe_output=cfg.probe.output,
-            job=job,
+            eval_batch_size=cfg.probe.batch_size,
+            recorder=job,
+            resume=cfg.runtime.resume,
             cache=cache,
-            resume=cfg.resume,
             shared=shared,
         )
-    except Exception as err:
-        # status.json says "failed" and why; in a sweep the other jobs go on (an exception
-        # here would stop Hydra from merging the sweep), the sweep's summary lists the failure
-        log.error("job failed: %s", describe(err), exc_info=not isinstance(err, TrainingDiverged))
-        if not multirun:
-            sys.exit(f"infoflow: error: {describe(err)}")
 
 
 if __name__ == "__main__":
     main()
-    gc.freeze()  # exit without a last collection over every object left (about 0.8 s)

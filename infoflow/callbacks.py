@@ -1,36 +1,90 @@
-"""Hydra callbacks: merge a sweep's tables when it ends, whatever launcher ran its jobs.
+"""The sweep's Hydra callback: before the first job, the list of jobs and the plan of shared
+evaluation passes; at the end, whatever happened, the merged tables.
 
 Hydra calls ``on_multirun_start``/``on_multirun_end`` in the launching process (the one the user
-started) for every launcher: basic, joblib, submitit (local and Slurm), Ray. ``on_job_start``
-and ``on_job_end`` run where the job runs (a loky worker, a Slurm node).
+started) for every launcher: basic, joblib, submitit (local and Slurm), Ray.
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from infoflow.results import STATUS_FILE, merge_sweep, read_status, write_json_atomic
-from infoflow.sharing import plan_sweep
+from infoflow import io
+from infoflow.job import UNRECORDED, catch_signals, quiet_interrupts, register_resolvers
+from infoflow.results import merge_sweep
 
 log = logging.getLogger(__name__)
 
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # compared, not imported
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
+    """Every job's overrides, in launch order, as Hydra's basic sweeper expands them (the
+    cartesian product of the sweep's values, ``hydra.sweeper.params`` first); None for another
+    sweeper, whose jobs cannot be known in advance."""
+    if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+        return None
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    args = [f"{k}={v}" for k, v in params.items()]
+    args += list(OmegaConf.select(config, "hydra.overrides.task") or [])
+    loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+    overrides = OverridesParser.create(config_loader=loader).parse_overrides(args)
+    choices: dict[str, list[str]] = {}  # a key given twice: the last wins, as in the sweeper
+    for o in overrides:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            if not o.is_discrete_sweep():
+                return None  # the basic sweeper refuses it itself
+            choices[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={o.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*choices.values())]
+
+
+def plan_entries(config: DictConfig, jobs: list[list[str]]) -> list[tuple]:
+    """(cache root, training config, estimate spec) of every valid job, for
+    :func:`infoflow.sharing.plan_sweep`; a job with a bad config is left to fail alone."""
+    from hydra import compose
+    from hydra.utils import to_absolute_path
+
+    from infoflow.config import ConfigError, validate
+    from infoflow.job import cache_dir, estimate_spec, training_config
+
+    sweep_dir = to_absolute_path(str(config.hydra.sweep.dir))
+    cwd = str(config.hydra.runtime.cwd)
+    entries = []
+    for overrides in jobs:
+        cfg = compose(config_name=str(config.hydra.job.config_name), overrides=overrides)
+        try:
+            validate(cfg)
+        except ConfigError:
+            continue
+        root = cache_dir(cfg.runtime, sweep_dir, cwd=cwd)
+        entries.append((root, training_config(cfg), estimate_spec(cfg)))
+    return entries
+
 
 class MergeResults(Callback):
-    """Merge every job's ``mi.parquet`` into ``results.parquet`` + ``jobs.parquet`` at the end.
+    """List the sweep's jobs in ``sweep.json`` and plan shared evaluation passes before the
+    first job; merge every job's ``mi.parquet`` into ``results.parquet`` + ``jobs.parquet`` at
+    the end.
 
     The merge runs in ``on_multirun_end``. Hydra skips that hook when the sweep itself raises
-    (a job raising under the basic launcher, a killed loky worker, a submitit job that died,
-    Ctrl-C), exactly when the user most needs the summary; so ``on_multirun_start`` also
-    registers an ``atexit`` merge that runs if ``on_multirun_end`` did not. The summary of
-    failed and incomplete jobs is then the last thing the user sees (Hydra issue 2284).
+    (a killed loky worker, a submitit job that died, Ctrl-C, SIGTERM), exactly when the user
+    most needs the summary; so ``on_multirun_start`` also registers an ``atexit`` merge that
+    runs if ``on_multirun_end`` did not (Hydra issue 2284), and turns SIGTERM into an exception
+    so that Python unwinds to it.
     """
 
     def __init__(self) -> None:
@@ -38,54 +92,50 @@ class MergeResults(Callback):
         self._merged = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        register_resolvers()
+        catch_signals()
+        quiet_interrupts()
         # resolving here draws ${infoflow.unique:} before any launcher copies the config
         self._sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         self._merged = False
         atexit.register(self._merge_at_exit)
-        plan_sweep(config)  # jobs sharing a training key share their evaluation passes
+        jobs = sweep_jobs(config)
+        if jobs is None:
+            log.warning("another sweeper than Hydra's basic one: the jobs it launches are not "
+                        "known in advance; the summary lists the job directories it finds")
+            return
+        io.write_json({"jobs": [{"num": i, "overrides": o} for i, o in enumerate(jobs)]},
+                      self._sweep_dir / io.MANIFEST)
+        if len(jobs) > 1:
+            self._plan(config, jobs)
+
+    def _plan(self, config: DictConfig, jobs: list[list[str]]) -> None:
+        from infoflow.sharing import plan_sweep
+
+        t0 = time.perf_counter()
+        try:
+            shared = plan_sweep(plan_entries(config, jobs))
+        except Exception as err:  # the jobs still run, each with its own evaluation pass
+            log.warning("no shared evaluation passes (%s: %s): every job evaluates for itself",
+                        type(err).__name__, err)
+            return
+        if shared:
+            log.info("%d training config(s) share their evaluation passes between jobs "
+                     "(planned in %.2fs)", shared, time.perf_counter() - t0)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._merged = True
-        merged = merge_sweep(self._sweep_dir or Path(str(config.hydra.sweep.dir)))
-        if merged.jobs["status"].isin(["failed", "incomplete"]).any():
+        merged = merge_sweep(self._sweep_dir or Path(str(config.hydra.sweep.dir)), errors=UNRECORDED)
+        if not merged.ok:
             raise SystemExit(1)  # every job ran and the sweep is merged; the exit code tells
 
     def _merge_at_exit(self) -> None:
         if self._merged or self._sweep_dir is None or not self._sweep_dir.is_dir():
             return
         self._merged = True
-        log.error(
-            "the sweep stopped before its end (a job or the launcher failed, or it was "
-            "interrupted); merging what %s holds",
-            self._sweep_dir,
-        )
+        log.error("the sweep stopped before its end (interrupted, or a job or the launcher "
+                  "failed); merging what %s holds", self._sweep_dir)
         try:
-            merge_sweep(self._sweep_dir)
-        except Exception:  # never mask the sweep's own error with ours
+            merge_sweep(self._sweep_dir, errors=UNRECORDED)
+        except BaseException:  # never mask the sweep's own error with ours
             log.error("merging %s failed:\n%s", self._sweep_dir, traceback.format_exc())
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        """A job that raised gets ``status.json`` failed with the error, if the loop did not.
-
-        The training loop writes its own status; this covers errors raised before or outside
-        it (building the model, a bad config) so the sweep summary can name them.
-        """
-        if job_return.status != JobStatus.FAILED:
-            return
-        job_dir = Path(str(config.hydra.runtime.output_dir))
-        status, _ = read_status(job_dir)
-        if status is not None and status.get("status") in ("failed", "completed"):
-            return
-        err = job_return._return_value
-        status = {
-            "evals_done": 0,
-            "evals_total": None,
-            "run_id": None,
-            **(status or {}),
-            "status": "failed",
-            "error": f"{type(err).__name__}: {err}",
-        }
-        try:
-            write_json_atomic(status, job_dir / STATUS_FILE)
-        except OSError as e:
-            log.warning("could not write %s in %s: %s", STATUS_FILE, job_dir, e)

@@ -1,106 +1,129 @@
-"""Job-level settings read from the composed config: validation of the job keys, identities
-(config hash, training key, run id), the training-cache folder and the thread count.
+"""A job: its identities, its directory, and the one route by which it ends.
 
-Keys handled here (``conf/config.yaml``):
+The config has three parts (``conf/config.yaml``):
 
-``resume`` (bool)
-    re-running into the same directory skips completed jobs and resumes interrupted ones.
-``threads`` (``auto`` or int >= 1)
-    torch threads of this job; ``auto`` = ``OMP_NUM_THREADS`` if set, else the launcher's share
-    of the cores (``cores // n_jobs`` under joblib, ``cpus_per_task`` under submitit), else
-    every core.
-``malloc`` (``retain`` or ``system``)
-    ``retain`` keeps freed memory in the process (glibc's ``mallopt``, see
-    :mod:`infoflow.allocator`): no page faults on every training step's tensors; ``system``
-    leaves glibc's defaults. Process-wide: once a job of a sweep has set ``retain``, later jobs
-    in that process keep it.
-``cache.enabled`` (bool), ``cache.dir`` (path or null)
-    the training cache; ``null`` means ``<sweep dir>/.train_cache`` in a multirun and no cache
-    in a single run (its one job keeps its own checkpoint).
+- what is trained: ``model``, ``data``, ``optimizer``, ``trainer``, ``seed``
+  (:data:`TRAINING_KEYS`); with the device type, the data's content fingerprint and the code
+  version they make the *training key*: jobs with equal keys see bit-identical networks, so
+  the training cache trains them once;
+- what is measured on those networks: ``estimator`` and ``probe``, the job's *estimate spec*;
+- how it runs: the ``runtime`` node (device, threads, resume, cache), left out of the tables
+  and of every key as a whole.
 
-These keys change how a job runs, not its numbers, so they are left out of the table, the
-config hash and the training key (``RUNTIME_KEYS``).
+:class:`Job` owns a job's directory (``status.json``, ``mi.parquet``, ``checkpoint.pt``, see
+:mod:`infoflow.io`). ``with job.running():`` is the only place a job's failure is handled:
+a bad config or data set, a diverged loss, SIGINT or SIGTERM, or any other exception ends with
+``status.json`` saying so and why, and the rows measured before are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import secrets
+import signal
+import sys
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from infoflow.allocator import MALLOC_MODES
-from infoflow.config import ConfigError
-from infoflow.schedule import canonical, parse_eval
-from infoflow.store import code_version, config_hash
+from infoflow import io
+from infoflow.config import UserError
+from infoflow.schedule import canonical
+from infoflow.train import Recorder
 
-RUNTIME_KEYS = ("resume", "threads", "malloc", "cache")
-EVAL_ONLY_TRAINER_KEYS = ("eval_batch_size",)
-DATA_KEYS_NOT_SHAPING = ("download",)
+log = logging.getLogger("infoflow")
 
-
-def validate_job_keys(cfg: DictConfig) -> None:
-    """Check ``trainer.eval``, ``resume``, ``threads``, ``malloc`` and ``cache.*``; raise
-    ConfigError."""
-    parse_eval(OmegaConf.select(cfg, "trainer.eval", default="epoch"))
-    resume = OmegaConf.select(cfg, "resume", default=False)
-    if not isinstance(resume, bool):
-        raise ConfigError(f"resume must be true or false, got {resume!r}")
-    threads = OmegaConf.select(cfg, "threads", default="auto")
-    if threads != "auto" and not (
-        isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1
-    ):
-        raise ConfigError(f"threads must be 'auto' or an integer >= 1, got {threads!r}")
-    malloc = OmegaConf.select(cfg, "malloc", default="retain")
-    if malloc not in MALLOC_MODES:
-        raise ConfigError(f"malloc must be one of {list(MALLOC_MODES)}, got {malloc!r}")
-    enabled = OmegaConf.select(cfg, "cache.enabled", default=True)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"cache.enabled must be true or false, got {enabled!r}")
-    where = OmegaConf.select(cfg, "cache.dir", default=None)
-    if where is not None and not (isinstance(where, str) and where.strip()):
-        raise ConfigError(f"cache.dir must be null or a non-empty path, got {where!r}")
+TRAINING_KEYS = ("model", "data", "optimizer", "trainer", "seed")
+ESTIMATE_KEYS = ("estimator", "probe")
+RUNTIME = "runtime"
+GROUPS = ("model", "data", "optimizer", "estimator")
+UNIQUE_RESOLVER = "infoflow.unique"
+#: job dir -> why it failed, for jobs of this process whose directory could not hold a status
+UNRECORDED: dict[str, str] = {}
 
 
-def result_config(cfg: DictConfig) -> dict[str, Any]:
-    """The config without the runtime keys, ``trainer.eval`` in its canonical string form."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for key in RUNTIME_KEYS:
-        c.pop(key, None)
-    c.pop("hydra", None)
+
+def unique_suffix() -> str:
+    """Six random hex digits: the tail of a run or sweep directory name.
+
+    Hydra's ``${now:%H-%M-%S}`` alone names two runs started in the same second alike, and
+    the second writes into the first's directory (Hydra issues 1607, 2925). The resolver is
+    registered with ``use_cache=True``: drawn once per composed config, and Hydra copies the
+    resolver cache into every job's config (joblib, submitit and Ray workers too), so a
+    sweep's jobs agree on their sweep directory.
+    """
+    return secrets.token_hex(3)
+
+
+def register_resolvers() -> None:
+    """Register ``${infoflow.unique:}`` (used by ``hydra.run.dir``/``hydra.sweep.dir``)."""
+    if not OmegaConf.has_resolver(UNIQUE_RESOLVER):
+        OmegaConf.register_new_resolver(UNIQUE_RESOLVER, unique_suffix, use_cache=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# identities
+
+
+def result_config(cfg: DictConfig | Mapping) -> dict[str, Any]:
+    """The config as plain data without ``runtime`` and ``hydra``; ``trainer.eval`` in its
+    canonical string form."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    c = {k: v for k, v in c.items() if k not in (RUNTIME, "hydra")}
     if isinstance(c.get("trainer"), dict):
-        c["trainer"]["eval"] = canonical(c["trainer"].get("eval", "epoch"))
+        c["trainer"] = {**c["trainer"], "eval": canonical(c["trainer"].get("eval", "epoch"))}
     return c
 
 
-def job_config_hash(cfg: DictConfig) -> str:
+def job_config_hash(cfg: DictConfig | Mapping) -> str:
     """Identifies a job's results: resume and skip only trust files with the same hash."""
-    return config_hash(result_config(cfg))
+    return io.config_hash(result_config(cfg))
 
 
-def training_key(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+def training_config(cfg: DictConfig | Mapping) -> dict[str, Any]:
+    """The training part of the config (:data:`TRAINING_KEYS`) and ``runtime.device``: jobs
+    with equal ones train the same networks (the sweep's plan groups them by it)."""
+    c = result_config(cfg)
+    device = OmegaConf.select(cfg, "runtime.device") if isinstance(cfg, DictConfig) else None
+    return {**{k: c.get(k) for k in TRAINING_KEYS}, "device": device}
+
+
+def training_key(
+    cfg: DictConfig | Mapping, device: torch.device, data_fingerprint: str
+) -> dict[str, Any]:
     """Everything that determines the trained states: what the training cache is keyed by.
 
-    Model, data (less ``download``), optimizer, trainer (less the eval-only batch size, with
-    the schedule), seed, the device type and a hash of the training code with the torch
-    version. Estimator and probe keys are not in it: jobs that differ only there share states.
+    The training part of the config, the device type (a net trained on CUDA has other numbers
+    than on the CPU), the content of the data set (not its path: files rewritten under the same
+    ``data.root`` are other data) and the code version.
     """
     c = result_config(cfg)
-    trainer = {k: v for k, v in c["trainer"].items() if k not in EVAL_ONLY_TRAINER_KEYS}
-    data = {k: v for k, v in c["data"].items() if k not in DATA_KEYS_NOT_SHAPING}
-    return {
-        "model": c["model"],
-        "data": data,
-        "optimizer": c["optimizer"],
-        "trainer": trainer,
-        "seed": c["seed"],
-        "device": device.type,
-        "code": code_version(),
-    }
+    key = {k: c.get(k) for k in TRAINING_KEYS}
+    key.update(device=device.type, data_fingerprint=data_fingerprint, code=io.code_version())
+    return key
+
+
+def estimate_spec(cfg: DictConfig | Mapping) -> dict[str, Any]:
+    """What a job measures on the networks of its training key: ``estimator`` and ``probe``."""
+    c = result_config(cfg)
+    return {k: c.get(k) for k in ESTIMATE_KEYS}
+
+
+def job_meta(cfg: DictConfig, run_id: str, choices: Mapping[str, Any], device: str) -> dict:
+    """The columns every row of a job carries: run id, group choices, config leaves, device."""
+    meta: dict[str, Any] = {"run_id": run_id}
+    meta.update({g: choices.get(g) for g in GROUPS})
+    meta.update(io.flatten_config(result_config(cfg)))
+    meta["device"] = device
+    return meta
 
 
 def new_run_id() -> str:
@@ -108,20 +131,20 @@ def new_run_id() -> str:
     return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:10]}"
 
 
-def cache_dir(cfg: DictConfig, sweep_dir: str | None, cwd: str | None = None) -> Path | None:
+def cache_dir(runtime: Mapping, sweep_dir: str | None, cwd: str | None = None) -> Path | None:
     """The training cache's root, or None when the cache is off.
 
-    ``sweep_dir`` is the multirun's sweep directory (None in a single run); a relative
-    ``cache.dir`` is taken from ``cwd`` (the directory the command was started in).
+    ``sweep_dir`` is the multirun's sweep directory (None in a single run, which has no cache
+    unless ``runtime.cache.dir`` names one); a relative ``runtime.cache.dir`` is taken from
+    ``cwd`` (the directory the command was started in).
     """
-    if not OmegaConf.select(cfg, "cache.enabled", default=True):
+    cache = runtime.get("cache") or {}
+    if not cache.get("enabled", True):
         return None
-    where = OmegaConf.select(cfg, "cache.dir", default=None)
+    where = cache.get("dir")
     if where is not None:
         return Path(cwd or os.getcwd()) / os.path.expanduser(where)
-    if sweep_dir is None:
-        return None
-    return Path(sweep_dir).absolute() / ".train_cache"
+    return None if sweep_dir is None else Path(sweep_dir).absolute() / ".train_cache"
 
 
 def cores() -> int:
@@ -132,21 +155,12 @@ def cores() -> int:
 
 
 def resolve_threads(setting: Any, launcher: Any = None) -> int:
-    """Torch threads for this job so that parallel jobs do not oversubscribe the cores.
+    """Torch threads for this job, so that parallel jobs do not oversubscribe the cores.
 
-    Parameters
-    ----------
-    setting : "auto" or int
-        ``threads``.
-    launcher : mapping or None
-        ``hydra.launcher`` (``n_jobs`` of joblib, ``cpus_per_task`` of submitit).
-
-    Returns
-    -------
-    int
-        ``setting`` if an int; for ``auto``: ``OMP_NUM_THREADS`` if set, else
-        ``cpus_per_task``, else ``max(1, cores // n_jobs)`` (joblib's negative ``n_jobs``
-        counts from the core count), else every core.
+    ``setting`` (``runtime.threads``) if an int; for ``auto``: ``OMP_NUM_THREADS`` if set,
+    else submitit's ``cpus_per_task``, else ``max(1, cores // n_jobs)`` of joblib (a negative
+    ``n_jobs`` counts from the core count), else every core. ``launcher`` is
+    ``hydra.launcher``.
     """
     if setting != "auto":
         return int(setting)
@@ -154,12 +168,242 @@ def resolve_threads(setting: Any, launcher: Any = None) -> int:
     if env.isdigit() and int(env) >= 1:
         return int(env)
     n = cores()
-    launcher = launcher or {}
-    cpus = launcher.get("cpus_per_task") if hasattr(launcher, "get") else None
+    launcher = launcher if hasattr(launcher, "get") else {}
+    cpus = launcher.get("cpus_per_task")
     if isinstance(cpus, int) and cpus >= 1:
         return min(cpus, n)
-    n_jobs = launcher.get("n_jobs") if hasattr(launcher, "get") else None
+    n_jobs = launcher.get("n_jobs")
     if isinstance(n_jobs, int) and n_jobs != 0:
         parallel = n_jobs if n_jobs > 0 else max(1, n + 1 + n_jobs)
         return max(1, n // min(parallel, n))
     return n
+
+
+# ---------------------------------------------------------------------------------------------
+# interrupts
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def catch_signals() -> None:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` in this process.
+
+    Python ends at SIGTERM (what schedulers send) without unwinding: no status, no merge. Raised
+    as an exception, it reaches the job's handler and the sweep's exit-time merge. Only the main
+    thread may set handlers; elsewhere this does nothing.
+    """
+    with contextlib.suppress(ValueError):  # not the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _raise_interrupted)
+
+
+def interrupt_exit(err: BaseException) -> SystemExit:
+    """The exit status of a process stopped by a signal: 128 + its number (130, 143)."""
+    signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+    return SystemExit(128 + int(signum))
+
+
+# ---------------------------------------------------------------------------------------------
+# the job directory
+
+
+class Job(Recorder):
+    """A job's directory: status, table and checkpoint, kept in step.
+
+    Parameters
+    ----------
+    path
+        Hydra's output dir of the job.
+    config_hash
+        :func:`job_config_hash` of its config (None when the config cannot be read).
+    multirun
+        In a sweep a failed job ends quietly (the others go on, the sweep's summary names it
+        and the sweep exits 1); a single run exits with its message.
+    """
+
+    def __init__(self, path: str | os.PathLike, config_hash: str | None, multirun: bool) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.config_hash = config_hash
+        self.multirun = multirun
+        self.run_id = new_run_id()
+        self.meta: dict[str, Any] = {}  # the columns of every row (:func:`job_meta`)
+
+    # -- the one failure route ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Job]:
+        """Run the job's body; whatever stops it is written to ``status.json`` and logged once.
+
+        Interrupts (SIGINT, SIGTERM) mark the job ``interrupted`` and stop the process with
+        status 130/143 (a sweep then merges what it has). Errors mark it ``failed``: a single
+        run exits 1 with the message, a sweep goes on to its next job.
+        """
+        catch_signals()
+        try:
+            yield self
+        except KeyboardInterrupt as err:
+            name = err.args[0] if isinstance(err, Interrupted) else "SIGINT"
+            msg = (
+                f"interrupted by {name} after {self.evals_done}/{self.evals_total or '?'} "
+                f"evaluations; the rows measured are kept. Continue with runtime.resume=true "
+                f"and the same output dir ({self.path})"
+            )
+            self._end("interrupted", msg)
+            log.error("infoflow: %s", msg)
+            raise interrupt_exit(err) from None
+        except Exception as err:
+            msg = describe(err)
+            wrote = self._end("failed", msg)
+            log.error("infoflow: error: %s", msg, exc_info=not isinstance(err, UserError))
+            if not self.multirun:
+                raise SystemExit(f"infoflow: error: {msg}") from None
+            if not wrote:  # the sweep's merge reports it
+                UNRECORDED[str(self.path.absolute())] = msg
+
+    def _end(self, status: str, error: str) -> bool:
+        try:
+            self.write_status(status, error)
+            return True
+        except OSError as err:
+            log.error("cannot write %s in %s: %s", io.STATUS_FILE, self.path, err)
+            return False
+
+    # -- starting: new, resumed or already done -----------------------------------------------
+
+    def prepare(self, resume: bool) -> bool:
+        """Decide how this job starts; True when it is already complete (nothing to do).
+
+        With ``resume`` and a status written by the same config, the job keeps its run id; a
+        completed one is done if its table holds every row (else the table is restored from
+        the checkpoint, or the job runs again). Anything else in the directory was written by
+        another job and is removed, so old rows never pass for this job's.
+        """
+        status, _ = io.read_status(self.path)
+        same = status is not None and status.get("config_hash") == self.config_hash
+        if resume and same:
+            self.run_id = str(status.get("run_id") or self.run_id)
+            if status.get("status") != "completed":
+                return False
+            if self._table_complete(status.get("evals_total")):
+                log.info("resume: %s is completed, skipping", self.path)
+                return True
+            ckpt = self.load_checkpoint()
+            if ckpt and ckpt["evals_done"] == status.get("evals_total"):
+                self.rows = list(ckpt["rows"])
+                self.write_table()
+                log.warning("resume: %s was completed; its table restored from %s",
+                            self.path, io.CHECKPOINT)
+                return True
+            log.warning("resume: %s was completed but its table and checkpoint are "
+                        "incomplete: running it again", self.path)
+        for name in (io.JOB_TABLE, io.CHECKPOINT):
+            if (self.path / name).exists():
+                log.info("%s: replacing %s of an earlier job", self.path, name)
+                (self.path / name).unlink()
+        return False
+
+    def _table_complete(self, evals_total: Any) -> bool:
+        table, _ = io.read_table(self.path / io.JOB_TABLE)
+        if table is None or set(table["run_id"].astype(str)) != {self.run_id}:
+            return False
+        keys = [c for c in ("epoch", "step") if c in table.columns]
+        return len(table[keys].drop_duplicates()) == evals_total
+
+    def resume_from(self) -> tuple[list[dict], int, Mapping | None]:
+        """(rows, evaluations done, training state or None) of this job's checkpoint."""
+        ckpt = self.load_checkpoint()
+        if not ckpt:
+            return [], 0, None
+        return list(ckpt["rows"]), int(ckpt["evals_done"]), ckpt.get("train")
+
+    # -- recording ------------------------------------------------------------------------------
+
+    def begin(self, rows: list[dict], done: int, total: int) -> None:
+        """The job starts (or resumes after ``done`` evaluations holding ``rows``)."""
+        self.rows = [{**self.meta, **r} for r in rows]
+        self.evals_done, self.evals_total = done, total
+        if rows:
+            self.write_table()
+        self.write_status("running")
+
+    def record(self, rows: Sequence[Mapping], done: int, train_state: Mapping | None) -> None:
+        """An evaluation's rows: table, checkpoint and status rewritten, in that order."""
+        self.rows.extend({**self.meta, **r} for r in rows)
+        self.evals_done = done
+        self.write_table()
+        io.save_torch(
+            {
+                "rows": self.rows,
+                "evals_done": done,
+                "train": train_state,
+                "run_id": self.run_id,
+                "config_hash": self.config_hash,
+            },
+            self.path / io.CHECKPOINT,
+        )
+        self.write_status("running")
+
+    def finish(self) -> None:
+        self.write_status("completed")
+
+    # -- files --------------------------------------------------------------------------------
+
+    def write_table(self) -> None:
+        io.write_parquet(pd.DataFrame(self.rows), self.path / io.JOB_TABLE)
+
+    def write_status(self, status: str, error: str | None = None) -> None:
+        io.write_json(
+            {
+                "status": status,
+                "error": error,
+                "evals_done": self.evals_done,
+                "evals_total": self.evals_total,
+                "run_id": self.run_id,
+                "config_hash": self.config_hash,
+            },
+            self.path / io.STATUS_FILE,
+        )
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint if this job's config and run wrote it, else None (with a warning)."""
+        ckpt = io.load_torch(self.path / io.CHECKPOINT)
+        if ckpt is None:
+            return None
+        if not isinstance(ckpt, dict) or ckpt.get("config_hash") != self.config_hash:
+            log.warning("%s was written by another config: starting over",
+                        self.path / io.CHECKPOINT)
+            return None
+        return ckpt
+
+
+def describe(err: BaseException) -> str:
+    """One line for a failure: the message alone when it is ours, else with the type."""
+    if isinstance(err, UserError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
+
+
+def quiet_interrupts() -> None:
+    """Outside a job (between a sweep's jobs, during its merge) an interrupt ends the process
+    with one line instead of a traceback."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):  # noqa: ANN001
+        if issubclass(kind, KeyboardInterrupt):
+            name = value.args[0] if isinstance(value, Interrupted) and value.args else "SIGINT"
+            print(f"infoflow: interrupted by {name}", file=sys.stderr)
+            return
+        previous(kind, value, tb)
+
+    sys.excepthook = hook

@@ -1,10 +1,10 @@
 """Read result tables back: one DataFrame from job dirs, sweep dirs, files or globs.
 
-A job directory holds ``mi.parquet``; a sweep root holds ``results.parquet`` (every job's rows,
-merged when the sweep ends) and the job directories ``0/ 1/ ...``. ``load`` accepts any mix of
-these, and globs, and returns every row once: the job tables are preferred (they are the newest
-copy: a resumed job rewrites its own table, not the merged one) and rows are de-duplicated on
-``run_id, epoch, layer`` (plus ``step`` when the table has one).
+A job directory holds ``mi.parquet`` and ``status.json``; a sweep root holds ``results.parquet``
+(every job's rows, merged when the sweep ends) and the job directories ``0/ 1/ ...``. ``load``
+accepts any mix of these, and globs, and returns every row once: the job tables are preferred
+(they are the newest copy: a resumed job rewrites its own table, not the merged one), each with
+its job's ``status``, and rows are de-duplicated on ``run_id, epoch, layer`` (plus ``step``).
 
 Besides ``load`` this module describes a loaded table for analysis without importing
 matplotlib: which columns are config keys (:func:`config_columns`), which of them a sweep varied
@@ -25,12 +25,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-JOB_TABLE = "mi.parquet"  # same names as infoflow.results, kept here so loading stays light
-SWEEP_TABLE = "results.parquet"
-GROUPS = ("model", "data", "optimizer", "estimator")
+from infoflow.io import JOB_TABLE, REQUIRED, SWEEP_TABLE, read_status
+from infoflow.io import read_table as _read_table
 
-#: columns every infoflow table has; a Parquet file without them is foreign
-REQUIRED = ("run_id", "epoch", "layer", "I_XT", "I_TY")
+GROUPS = ("model", "data", "optimizer", "estimator")
 #: the row key: one row per (job, evaluation, layer)
 KEY = ("run_id", "epoch", "step", "layer")
 #: measured columns (not config) even when they are constant within a run
@@ -39,7 +37,7 @@ _MEASURED = re.compile(
     r"I_.*|H_.*|train_.*|eval_.*|time.*|.*_lower|.*_upper)$"
 )
 #: config keys that never define a comparison (the repeats, or where it ran)
-_NOT_VARYING = ("seed", "run_id", "device", "trainer.eval_batch_size")
+_NOT_VARYING = ("seed", "run_id", "device", "probe.batch_size")
 
 Source = str | os.PathLike | Iterable[str | os.PathLike]
 
@@ -100,31 +98,27 @@ def load(source: Source, *, on_error: Literal["raise", "warn"] = "raise") -> pd.
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read one Parquet table and check it is an infoflow table.
+    """Read one infoflow Parquet table; a job's table gets its job's ``status`` column.
 
     Raises
     ------
     LoadError
         The file cannot be read as Parquet (corrupt, truncated, another format), or it lacks
-        the columns in :data:`REQUIRED`. The message names the file and what to do.
+        the columns in :data:`infoflow.io.REQUIRED`. The message names the file and what to do.
     """
     path = Path(path)
-    try:
-        df = pd.read_parquet(path)
-    except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... depending on damage
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    df, err = _read_table(path)
+    if df is None:
         raise LoadError(
-            f"{path}: not a readable Parquet table ({type(err).__name__}: {first}). "
-            "The file is corrupt, truncated or of another format; delete or move it, "
-            "or re-run its job to rewrite it."
-        ) from err
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise LoadError(
-            f"{path}: not an infoflow result table: missing column(s) {', '.join(missing)} "
-            f"(an infoflow table has {', '.join(REQUIRED)}, ...; expected a {JOB_TABLE} or "
-            f"{SWEEP_TABLE} written by `python -m infoflow`)"
+            f"{path}: {err}. Expected a {JOB_TABLE} or {SWEEP_TABLE} written by "
+            "`python -m infoflow` (an infoflow table has "
+            f"{', '.join(REQUIRED)}, ...); delete or move the file, or re-run its job."
         )
+    if path.name == JOB_TABLE and "status" not in df.columns:
+        status, _ = read_status(path.parent)
+        df["status"] = (status or {}).get("status", "incomplete")
+        if df["status"].iloc[0] == "running":
+            df["status"] = "incomplete"
     return df
 
 

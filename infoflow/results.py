@@ -1,54 +1,41 @@
-"""Result tables: flattening a config into columns, atomic writes, merging a sweep.
+"""Merging a sweep: every launched job's rows and status in two tables at the sweep root.
 
-A job directory holds ``mi.parquet`` (its rows, rewritten atomically after every evaluation),
-``status.json`` (``running`` | ``completed`` | ``failed``, written by the training loop) and
-Hydra's ``.hydra/``. At the end of a multirun (see :mod:`infoflow.callbacks`), or by hand with
-``python -m infoflow.results merge SWEEP_DIR``, :func:`merge_sweep` writes two tables at the
-sweep root:
+At the end of a multirun (see :mod:`infoflow.callbacks`), or by hand with
+``python -m infoflow.results merge SWEEP_DIR``, :func:`merge_sweep` writes:
 
 ``results.parquet``
-    every readable job table, concatenated, plus a ``status`` column (the job's status);
+    every job's rows, plus a ``status`` column (the job's status);
 ``jobs.parquet``
-    one row per job directory: ``job``, ``run_id``, ``overrides``, ``status``, ``error``,
-    ``evals_done``, ``evals_total``, ``rows``, ``table_error``.
+    one row per job the sweep launched (listed in ``sweep.json`` before the first started):
+    ``job``, ``run_id``, ``overrides``, ``status``, ``error``, ``evals_done``,
+    ``evals_total``, ``rows``, ``table_error``.
 
-A job killed without a chance to write its final status (SIGKILL, out of memory, a Slurm time
-limit) has no ``status.json`` or one that still says ``running``: it is reported as
-``incomplete``. A corrupt or foreign ``mi.parquet`` is skipped with a warning naming the file.
-
-Importing this module also registers the OmegaConf resolver ``${infoflow.unique:}`` used by
-``hydra.run.dir`` and ``hydra.sweep.dir`` so that two runs started in the same second get two
-directories (Hydra issues 1607, 2925).
+Statuses: ``completed``, ``failed`` (with the error), ``interrupted`` (SIGINT/SIGTERM),
+``incomplete`` (killed without a chance to write its status: SIGKILL, out of memory, a time
+limit; or still running) and ``not started``. Only the rows of the job's own run count: rows an
+earlier job left in the directory are never merged under this one. A corrupt or foreign
+``mi.parquet`` is left out with a warning naming the file.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import secrets
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
-from omegaconf import DictConfig, OmegaConf
+
+from infoflow import io
 
 log = logging.getLogger(__name__)
 
-JOB_TABLE = "mi.parquet"
-SWEEP_TABLE = "results.parquet"
-JOBS_TABLE = "jobs.parquet"
-STATUS_FILE = "status.json"
-GROUPS = ("model", "data", "optimizer", "estimator")
-#: columns every infoflow table has; a Parquet file without them is foreign
-REQUIRED = ("run_id", "epoch", "layer", "I_XT", "I_TY")
-#: job statuses; ``incomplete`` is the merge's word for a job that died without saying so
-STATUSES = ("completed", "failed", "incomplete", "running")
+#: job statuses in summary order
+STATUSES = ("completed", "failed", "interrupted", "incomplete", "not started")
 JOBS_COLUMNS = (
     "job",
     "run_id",
@@ -60,161 +47,10 @@ JOBS_COLUMNS = (
     "rows",
     "table_error",
 )
-UNIQUE_RESOLVER = "infoflow.unique"
-
-
-def unique_suffix() -> str:
-    """Six random hex digits: the tail of a run or sweep directory name.
-
-    Hydra's ``${now:%H-%M-%S}`` alone names two runs started in the same second alike, and
-    the second writes into the first's directory. The resolver is registered with
-    ``use_cache=True``: the value is drawn once per composed config, and Hydra copies the
-    resolver cache into every job's config (also in joblib, submitit and Ray workers), so a
-    sweep's jobs all agree on their sweep directory.
-    """
-    return secrets.token_hex(3)
-
-
-if not OmegaConf.has_resolver(UNIQUE_RESOLVER):
-    OmegaConf.register_new_resolver(UNIQUE_RESOLVER, unique_suffix, use_cache=True)
-
-
-def flatten_config(cfg: DictConfig | Mapping, prefix: str = "") -> dict[str, Any]:
-    """Every scalar leaf of a config as ``{"dotted.key": value}``.
-
-    Keys starting with ``_`` (``_target_``, ``_partial_``) and the ``hydra`` node are left out;
-    lists become their string form so that a column holds one type.
-    """
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        if str(key).startswith("_") or (not prefix and key == "hydra"):
-            continue
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_config(value, prefix=f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = str(list(value))
-        else:
-            flat[name] = value
-    return flat
-
-
-# ---------------------------------------------------------------------------------------------
-# atomic writes
-
-
-def write_atomic(path: str | os.PathLike, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a file beside ``path``, fsync it, then rename it over ``path``.
-
-    A reader (or a job killed at any instant, SIGKILL included) sees the old file or the new
-    one, never a torn one: ``os.replace`` is atomic within a file system. The temporary file is
-    created with mode 0o666 less the umask, like any file the user writes (``mkstemp``'s 0o600
-    would hide results from a group sharing a cluster project directory). A temporary file
-    left by a kill is named ``.<name>.<pid>.<random>.tmp`` and is ignored by the merge.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the data reaches the disk before the name does (node crashes)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``df`` to ``path`` as Parquet, atomically (see :func:`write_atomic`)."""
-    write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
-
-
-def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` to ``path`` as JSON, atomically (see :func:`write_atomic`)."""
-
-    def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n", encoding="utf-8")
-
-    write_atomic(path, write)
-
-
-class JobTable:
-    """A job's table: rows are appended per epoch and the whole file rewritten atomically."""
-
-    def __init__(self, path: str | os.PathLike, meta: Mapping[str, Any]) -> None:
-        self.path = Path(path)
-        self.meta = dict(meta)
-        self.rows: list[dict[str, Any]] = []
-
-    def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        self.rows.extend({**self.meta, **r} for r in rows)
-        write_parquet_atomic(self.frame(), self.path)
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# reading one job
-
-
-def read_job_table(path: str | os.PathLike) -> tuple[pd.DataFrame | None, str | None]:
-    """Read one job's table; never raise on a bad file.
-
-    Returns
-    -------
-    (table, None) when ``path`` is a readable infoflow table, else ``(None, reason)`` where
-    the reason says what is wrong in one line (not a Parquet file, truncated, missing columns).
-    """
-    path = Path(path)
-    try:
-        df = pd.read_parquet(path)
-    except FileNotFoundError:
-        return None, "missing"
-    except Exception as err:  # pyarrow raises several types for torn or foreign files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        first = first.replace(f" '{path}'", "").replace(f" {path}", "")  # logged beside it
-        size = path.stat().st_size if path.exists() else 0
-        return None, (
-            f"not a readable Parquet file ({size} bytes; {type(err).__name__}: {first[:300]})"
-        )
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        return None, f"not an infoflow table (no column {', '.join(missing)})"
-    return df, None
-
-
-def read_status(job_dir: str | os.PathLike) -> tuple[dict | None, str | None]:
-    """A job's ``status.json`` as a dict, or ``(None, reason)`` when absent or unreadable."""
-    path = Path(job_dir) / STATUS_FILE
-    try:
-        status = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, None
-    except (OSError, ValueError) as err:
-        return None, f"{STATUS_FILE} unreadable ({type(err).__name__}: {err})"
-    if not isinstance(status, dict):
-        return None, f"{STATUS_FILE} unreadable (not a JSON object)"
-    return status, None
-
-
-def read_overrides(job_dir: str | os.PathLike) -> str | None:
-    """The job's Hydra overrides (``.hydra/overrides.yaml``) as one command-line string."""
-    path = Path(job_dir) / ".hydra" / "overrides.yaml"
-    try:
-        overrides = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(overrides, list):
-        return None
-    return " ".join(str(o) for o in overrides)
+NO_STATUS = (
+    f"no {io.STATUS_FILE}: the job was killed before it could write one (SIGKILL, out of "
+    "memory, a scheduler time limit) or its directory is not writable"
+)
 
 
 def _evals_in(df: pd.DataFrame) -> int:
@@ -223,47 +59,63 @@ def _evals_in(df: pd.DataFrame) -> int:
     return len(df[keys].drop_duplicates())
 
 
-def job_record(job_dir: Path, root: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
-    """One ``jobs.parquet`` row for ``job_dir`` and its table (None if unreadable or absent)."""
-    table, table_error = read_job_table(job_dir / JOB_TABLE)
+def job_record(
+    job_dir: Path, root: Path, error: str | None = None
+) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """One ``jobs.parquet`` row for ``job_dir`` and its rows (None if none can be read).
+
+    ``error``: why the job failed, when its directory could not hold a status.
+    """
+    table, table_error = io.read_table(job_dir / io.JOB_TABLE)
     if table_error == "missing":
-        table_error = f"no {JOB_TABLE}"
-    status, status_error = read_status(job_dir)
-    rel = job_dir.relative_to(root).as_posix()
+        table_error = None if error else f"no {io.JOB_TABLE}"
+    status, status_error = io.read_status(job_dir)
+    overrides = io.read_overrides(job_dir)
+    status = status or {}
     rec: dict[str, Any] = {
-        "job": rel,
-        "run_id": None,
-        "overrides": read_overrides(job_dir),
-        "status": "incomplete",
-        "error": None,
-        "evals_done": None,
-        "evals_total": None,
-        "rows": 0 if table is None else len(table),
+        "job": job_dir.relative_to(root).as_posix(),
+        "run_id": status.get("run_id"),
+        "overrides": None if overrides is None else " ".join(overrides),
+        "status": str(status.get("status") or ("failed" if error else "incomplete")),
+        "error": status.get("error") or error or status_error or (None if status else NO_STATUS),
+        "evals_done": status.get("evals_done"),
+        "evals_total": status.get("evals_total"),
+        "rows": 0,
         "table_error": table_error,
     }
-    if status is None:
-        rec["error"] = status_error or (
-            f"no {STATUS_FILE}: the job was killed before it could write one "
-            "(SIGKILL, out of memory, a scheduler time limit) or never started"
+    if rec["status"] == "running":
+        rec["status"] = "incomplete"
+        rec["error"] = (
+            f"{io.STATUS_FILE} still says running: the job was killed (SIGKILL, out of memory, "
+            "a scheduler time limit) or is still running"
         )
-    else:
-        rec["run_id"] = status.get("run_id")
-        rec["status"] = str(status.get("status") or "incomplete")
-        rec["error"] = status.get("error")
-        rec["evals_done"] = status.get("evals_done")
-        rec["evals_total"] = status.get("evals_total")
-        if rec["status"] == "running":
-            rec["status"] = "incomplete"
-            rec["error"] = (
-                f"{STATUS_FILE} still says running: the job was killed (SIGKILL, out of memory, "
-                "a scheduler time limit) or is still running"
-            )
     if table is not None:
         if rec["run_id"] is None and table["run_id"].nunique() == 1:
             rec["run_id"] = str(table["run_id"].iloc[0])
+        own = table["run_id"].astype(str) == str(rec["run_id"])
+        if not own.all():
+            others = sorted(set(table.loc[~own, "run_id"].astype(str)))
+            rec["table_error"] = (
+                f"{int((~own).sum())} rows of another run ({', '.join(others)}) left out"
+            )
+            table = table[own] if own.any() else None
+    if table is not None:
+        rec["rows"] = len(table)
         if rec["evals_done"] is None:
             rec["evals_done"] = _evals_in(table)
     return rec, table
+
+
+def not_started(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``jobs.parquet`` row of a launched job that left no directory."""
+    return {
+        **dict.fromkeys(JOBS_COLUMNS),
+        "job": None,
+        "overrides": " ".join(entry["overrides"]),
+        "status": "not started",
+        "error": "the sweep stopped before this job started (or its directory was removed)",
+        "rows": 0,
+    }
 
 
 def _natural_key(path: Path) -> list[tuple[int, Any]]:
@@ -283,8 +135,8 @@ def find_job_dirs(root: str | os.PathLike) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         if (
-            JOB_TABLE in filenames
-            or STATUS_FILE in filenames
+            io.JOB_TABLE in filenames
+            or io.STATUS_FILE in filenames
             or (".hydra" in dirnames and (here / ".hydra" / "overrides.yaml").is_file())
         ):
             found.append(here)
@@ -305,71 +157,76 @@ class MergeResult:
 
     @property
     def ok(self) -> bool:
-        """True when every job completed and every table could be read."""
+        """True when every launched job completed and every table could be read."""
         return bool(len(self.jobs)) and bool(
             (self.jobs["status"] == "completed").all() and self.jobs["table_error"].isna().all()
         )
 
 
-def _write_parquet_lenient(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df``; object columns mixing types (one job's None, another's str) become str."""
-    try:
-        write_parquet_atomic(df, path)
-        return
-    except (TypeError, ValueError) as err:  # pyarrow's ArrowInvalid/ArrowTypeError subclass these
-        log.debug("mixed column types (%s): writing them as strings", err)
-    df = df.copy()
-    for col in [c for c in df.columns if pd.api.types.is_object_dtype(df[c])]:
-        df[col] = df[col].map(lambda v: v if v is None or isinstance(v, str) else str(v))
-    write_parquet_atomic(df, path)
-
-
-def merge_sweep(sweep_dir: str | os.PathLike, *, summary: bool = True) -> MergeResult:
-    """Merge every job under ``sweep_dir`` into ``results.parquet`` and ``jobs.parquet``.
+def merge_sweep(
+    sweep_dir: str | os.PathLike,
+    *,
+    summary: bool = True,
+    errors: Mapping[str, str] | None = None,
+) -> MergeResult:
+    """Merge the jobs of ``sweep_dir`` into ``results.parquet`` and ``jobs.parquet``.
 
     Parameters
     ----------
     sweep_dir
-        A Hydra sweep directory (``outputs/multirun/<date>/<time>-<suffix>``); any directory
-        above job directories works.
+        A Hydra sweep directory (``outputs/multirun/<date>/<time>-<suffix>``). With its
+        ``sweep.json`` every launched job gets a row, ``not started`` when it left no
+        directory, and directories of other sweeps are left out; without one (a sweep of
+        another sweeper, or any directory above job directories) the job directories found.
     summary
-        Log a summary at the end: counts per status, then one warning line per failed or
-        incomplete job with its overrides and the reason.
+        Log a summary at the end: counts per status, then one warning line per job that did
+        not complete, with its overrides and the reason.
+    errors
+        Job dir (absolute) -> why it failed, for jobs whose directory could not hold a status.
 
     Returns
     -------
     MergeResult
-        The merged table (every readable job table plus a ``status`` column; None when no job
-        table could be read) and the jobs table (see the module docstring).
-
-    Notes
-    -----
-    Never raises on a bad job: a corrupt, truncated or foreign ``mi.parquet`` is skipped with a
-    warning naming the file, and its job's ``table_error`` says why. Both tables are written
-    atomically, so a merge killed halfway leaves the previous ones intact.
+        The merged rows (with a ``status`` column; None when no table could be read) and
+        the jobs table. Never raises on a bad job; both tables are written atomically.
     """
     root = Path(sweep_dir)
+    errors = errors or {}
+    manifest, _ = io.load_json(root / io.MANIFEST)
+    launched = [list(j["overrides"]) for j in (manifest or {}).get("jobs", [])]
+    dirs = find_job_dirs(root)
+    if manifest is not None:
+        by_overrides = {tuple(io.read_overrides(d) or ()): d for d in dirs}
+        foreign = len(dirs) - len({tuple(o) for o in launched} & set(by_overrides))
+        if foreign:
+            log.info("leaving out %d job dir(s) under %s that this sweep did not launch",
+                     foreign, root)
+        dirs = [by_overrides.get(tuple(o)) for o in launched]
     records, frames = [], []
-    for job_dir in find_job_dirs(root):
-        rec, table = job_record(job_dir, root)
+    for i, job_dir in enumerate(dirs):
+        if job_dir is None:
+            records.append(not_started({"overrides": launched[i]}))
+            continue
+        rec, table = job_record(job_dir, root, errors.get(str(job_dir.absolute())))
         records.append(rec)
         if table is not None:
             frames.append(table.assign(status=rec["status"]))
-        elif rec["table_error"] and not rec["table_error"].startswith("no "):
-            log.warning("skipping %s: %s", job_dir / JOB_TABLE, rec["table_error"])
+        if rec["table_error"] and not rec["table_error"].startswith("no "):
+            log.warning("%s: %s", job_dir / io.JOB_TABLE, rec["table_error"])
     jobs = pd.DataFrame(records, columns=list(JOBS_COLUMNS))
     for col in ("evals_done", "evals_total", "rows"):
         jobs[col] = pd.to_numeric(jobs[col], errors="coerce").astype("Int64")
-    merged = None
     if not records:
         log.warning("no job directories under %s: nothing to merge", root)
         return MergeResult(None, jobs)
-    _write_parquet_lenient(jobs, root / JOBS_TABLE)
-    if frames:
-        merged = pd.concat(frames, ignore_index=True)
-        _write_parquet_lenient(merged, root / SWEEP_TABLE)
+    io.write_parquet(jobs, root / io.JOBS_TABLE)
+    merged = pd.concat(frames, ignore_index=True) if frames else None
+    if merged is not None:
+        io.write_parquet(merged, root / io.SWEEP_TABLE)
     else:
-        log.warning("no readable %s under %s: no %s written", JOB_TABLE, root, SWEEP_TABLE)
+        (root / io.SWEEP_TABLE).unlink(missing_ok=True)  # never leave an earlier sweep's rows
+        log.warning("no readable %s under %s: no %s written", io.JOB_TABLE, root,
+                    io.SWEEP_TABLE)
     result = MergeResult(merged, jobs)
     if summary:
         log_summary(result, root)
@@ -389,8 +246,8 @@ def log_summary(result: MergeResult, root: Path) -> None:
         len(jobs),
         parts,
         rows,
-        SWEEP_TABLE,
-        JOBS_TABLE,
+        io.SWEEP_TABLE,
+        io.JOBS_TABLE,
     )
     bad = jobs[(jobs["status"] != "completed") | jobs["table_error"].notna()]
     for rec in bad.itertuples(index=False):
@@ -402,7 +259,7 @@ def log_summary(result: MergeResult, root: Path) -> None:
         log.warning(
             "%s job %s [%s]: %s (%s/%s evaluations, %d rows kept)",
             str(rec.status).upper(),
-            rec.job,
+            rec.job or "-",
             rec.overrides or "no overrides",
             why,
             done,

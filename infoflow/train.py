@@ -1,11 +1,11 @@
 """The training loop: train on whole tensors, evaluate at scheduled points, estimate per-layer MI.
 
 ``run`` reads top-down: resolve the evaluation schedule (``trainer.eval``, step 0 first),
-pick up a checkpoint when resuming, then walk the points. At each point the net's state comes
-either from training in this process or from the training cache (another job with the same
-training key trained it); the evaluation split goes through the net once without autograd and
-each probed layer goes to the estimator. The point's rows go to ``on_rows`` as soon as they
-exist, then the checkpoint and ``status.json`` are rewritten.
+pick up the recorder's checkpoint when resuming, then walk the points. At each point the net's
+state comes either from training in this process or from the training cache (another job with
+the same training key trained it); the evaluation split goes through the net once without
+autograd and each probed layer goes to the estimator. The point's rows go to the recorder as
+soon as they exist (:class:`infoflow.job.Job` writes table, checkpoint and status).
 
 Training stays on the data's device: an epoch shuffles an index tensor and slices batches;
 the loss and accuracy sums stay on the device and are read once per evaluation point (no
@@ -18,7 +18,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from infoflow.config import UserError
 from infoflow.data import Dataset, batches
 from infoflow.schedule import EvalPoint, eval_points, steps_per_epoch
 from infoflow.sharing import SharedEstimates
-from infoflow.store import JobDir, TrainCache
+from infoflow.store import TrainCache
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ Estimator = Callable[..., dict]
 NO_TRAINING = {"train_loss": math.nan, "train_acc": math.nan}
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The training loss became NaN or infinite; the job stops and keeps its finished rows."""
 
 
@@ -46,8 +47,31 @@ class TrainingDiverged(RuntimeError):
 class TrainerConfig:
     epochs: int = 5
     batch_size: int = 256
-    eval_batch_size: int = 4096
     eval: str | int = "epoch"
+
+
+class Recorder:
+    """Where a run's rows go. This one keeps them in memory; :class:`infoflow.job.Job` also
+    writes them to the job's table, checkpoint and status after every evaluation."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.evals_done = 0
+        self.evals_total: int | None = None
+
+    def resume_from(self) -> tuple[list[dict], int, Mapping | None]:
+        """(rows, evaluations done, training state or None) to continue from."""
+        return [], 0, None
+
+    def begin(self, rows: list[dict], done: int, total: int) -> None:
+        self.rows, self.evals_done, self.evals_total = list(rows), done, total
+
+    def record(self, rows: Sequence[Mapping], done: int, train_state: Mapping | None) -> None:
+        self.rows.extend(dict(r) for r in rows)
+        self.evals_done = done
+
+    def finish(self) -> None:
+        pass
 
 
 def probe_names(model: nn.Module, probe_output: bool) -> list[str]:
@@ -62,12 +86,12 @@ def run(
     estimator: Estimator,
     trainer: TrainerConfig,
     seed: int,
-    on_rows: Callable[[list[dict]], None],
-    probe_output: bool = False,
     *,
-    job: JobDir | None = None,
-    cache: TrainCache | None = None,
+    probe_output: bool = False,
+    eval_batch_size: int = 4096,
+    recorder: Recorder | None = None,
     resume: bool = False,
+    cache: TrainCache | None = None,
     shared: SharedEstimates | None = None,
 ) -> list[dict]:
     """Evaluate the net at every point of ``trainer.eval``, training in between.
@@ -80,83 +104,51 @@ def run(
         The job's data set (on the job's device) and MI estimator (bits).
     trainer, seed
         Training settings and the seed of the batch order.
-    on_rows
-        Called with each point's rows (one per probed layer) as soon as they are measured;
-        on resume, first with all the rows of the checkpoint.
-    job
-        Where ``status.json`` and ``checkpoint.pt`` go; None writes neither.
+    probe_output, eval_batch_size
+        ``probe.output`` (measure the softmax output too) and ``probe.batch_size``.
+    recorder
+        Receives each point's rows (one per probed layer) as soon as they are measured;
+        default: kept in memory only.
+    resume
+        Continue from the recorder's checkpoint (rows, and the training state when training
+        runs here).
     cache
         The training cache of this job's training key, or None to train in this process.
-    resume
-        Continue from ``job``'s checkpoint if it holds one written by the same config.
     shared
-        Rows shared with the other jobs of this training key (:mod:`infoflow.sharing`): a
-        point whose rows another job stored is not evaluated again, and this job's evaluation
-        passes also estimate and store the rows the others still lack. None: no sharing.
+        Rows shared with the other jobs of this training key (:mod:`infoflow.sharing`).
 
     Returns
     -------
     list of dict
-        Every row of the job. Raises ``TrainingDiverged`` (after marking the job failed) if
-        the loss becomes NaN/inf; the rows measured before it are kept.
+        Every row of the job. Raises ``TrainingDiverged`` if the loss becomes NaN/inf; the
+        rows measured before it are with the recorder.
     """
+    recorder = recorder or Recorder()
     learner = Trainer(model, optimizer, data, trainer.batch_size, seed)
     points = eval_points(trainer.eval, trainer.epochs, learner.per_epoch)
-    estimate = PointEstimate(model, data, estimator, trainer.eval_batch_size, probe_output, shared)
-    rows, start = resume_rows(job, learner, use_train_state=cache is None) if resume else ([], 0)
+    estimate = PointEstimate(model, data, estimator, eval_batch_size, probe_output, shared)
+    rows, start, state = recorder.resume_from() if resume else ([], 0, None)
+    if state is not None and cache is None:
+        learner.load_state_dict(state)
     if rows:
-        on_rows(rows)
         log.info("resuming after evaluation %d/%d", start, len(points))
-    if job is not None:
-        job.write_status("running", start, len(points))
+    recorder.begin(rows, start, len(points))
     if cache is not None:
         source = cached_points(learner, points, start, cache)
-    else:
+    elif state is None and start > 0:  # no training state: retrain, skip the points done
         source = ((p, s) for p, s in train_points(learner, points) if p.index >= start)
-    done = start
+    else:
+        source = train_points(learner, points)
     t0 = time.perf_counter()
     with closing(source):  # a failing job lets go of the cache's lock at once
-        try:
-            for point, train_stats in source:
-                t1 = time.perf_counter()
-                new, note = estimate(point, train_stats)
-                rows.extend(new)
-                on_rows(new)
-                done = point.index + 1
-                if job is not None:
-                    job.save_checkpoint(rows, done, learner.state_dict() if cache is None else None)
-                    job.write_status("running", done, len(points))
-                t2 = time.perf_counter()
-                log_point(point, points, new, t1 - t0, t2 - t1, note)
-                t0 = time.perf_counter()
-        except Exception as err:
-            if job is not None:
-                job.write_status("failed", done, len(points), error=describe(err))
-            raise
-    if job is not None:
-        job.write_status("completed", len(points), len(points))
-    return rows
-
-
-def resume_rows(
-    job: JobDir | None, learner: Trainer, use_train_state: bool
-) -> tuple[list[dict], int]:
-    """The rows and the number of finished evaluations in ``job``'s checkpoint (none: [], 0).
-
-    With ``use_train_state`` the trainer is also set to the checkpoint's training state when it
-    holds one; otherwise training restarts from the untrained net and skips the finished points
-    (same numbers, more time).
-    """
-    ckpt = job.load_checkpoint() if job is not None else None
-    if not ckpt:
-        return [], 0
-    if use_train_state and ckpt.get("train") is not None:
-        learner.load_state_dict(ckpt["train"])
-    return list(ckpt["rows"]), int(ckpt["evals_done"])
-
-
-def describe(err: BaseException) -> str:
-    return str(err) if isinstance(err, TrainingDiverged) else f"{type(err).__name__}: {err}"
+        for point, train_stats in source:
+            t1 = time.perf_counter()
+            new, note = estimate(point, train_stats)
+            recorder.record(new, point.index + 1, learner.state_dict() if cache is None else None)
+            log_point(point, points, new, t1 - t0, time.perf_counter() - t1, note)
+            t0 = time.perf_counter()
+    recorder.finish()
+    return recorder.rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +185,7 @@ def cached_points(
             continue
         with cache.try_lock() as mine:
             if not mine:
-                cache.wait()
+                cache.wait(i)
                 continue
             if cache.load_point(i) is not None:  # stored by a trainer that just let go
                 continue
@@ -247,23 +239,6 @@ def train_batches(
         sums.loss += loss.detach() * len(y)  # stays on the device: no per-batch host sync
         sums.correct += (logits.detach().argmax(1) == y).sum()
         sums.seen += len(idx)
-
-
-def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: Dataset,
-    batch_size: int,
-    generator: torch.Generator,
-) -> dict[str, float]:
-    """One pass over the shuffled training split; mean loss and accuracy over its samples."""
-    sums = TrainSums.zeros(data.x_train.device)
-    order = list(batches(len(data.y_train), batch_size, generator, data.x_train.device))
-    train_batches(model, optimizer, data, order, sums)
-    return {
-        "train_loss": sums.loss.item() / sums.seen,
-        "train_acc": sums.correct.item() / sums.seen,
-    }
 
 
 class Trainer:
