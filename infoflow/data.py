@@ -6,8 +6,10 @@ Images are float32 in [0, 1] with shape (n, channels, height, width); labels are
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +20,23 @@ class DataError(RuntimeError):
     """A data set could not be found or read; the message says where it looked and what to do."""
 
 
+SPLITS = ("x_train", "y_train", "x_eval", "y_eval")
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """A train and an evaluation split held as whole tensors."""
+    """A train and an evaluation split held as whole tensors.
+
+    ``source`` says where the data were actually read from (a folder, a function), for the
+    record; it is not part of the content and not of ``fingerprint``.
+    """
 
     name: str
     x_train: torch.Tensor  # (N, C, H, W) float32
     y_train: torch.Tensor  # (N,) int64
     x_eval: torch.Tensor  # (M, C, H, W) float32
     y_eval: torch.Tensor  # (M,) int64
+    source: str = ""
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -36,23 +46,49 @@ class Dataset:
     def n_classes(self) -> int:
         return int(max(self.y_train.max(), self.y_eval.max())) + 1
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the four tensors' dtypes, shapes and bytes: equal for equal content.
+
+        Computed on first access and kept on this object (a frozen dataclass still has a
+        ``__dict__`` for ``cached_property``); the IDX loaders hand every job of a process the
+        same object, so a data set is hashed once per process. SHA-256 rather than BLAKE2b:
+        CPUs with SHA extensions hash it about twice as fast (benchmarks in the README).
+        """
+        h = hashlib.sha256()
+        for key in SPLITS:
+            t = getattr(self, key).detach().cpu().contiguous()
+            h.update(f"{key} {t.dtype} {tuple(t.shape)};".encode())
+            h.update(t.view(torch.uint8).numpy() if t.numel() else b"")  # raw bytes, no copy
+        return h.hexdigest()
+
     def to(self, device: torch.device | str) -> Dataset:
-        move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_eval", "y_eval")}
-        return replace(self, **move)
+        """This data set on ``device``: itself when already there, else a copy that keeps the
+        fingerprint if it was computed (moving does not change the content)."""
+        move = {k: getattr(self, k).to(device) for k in SPLITS}
+        if all(move[k] is getattr(self, k) for k in SPLITS):
+            return self
+        moved = replace(self, **move)
+        if "fingerprint" in self.__dict__:
+            moved.__dict__["fingerprint"] = self.__dict__["fingerprint"]
+        return moved
 
 
-def _from_uint8(name: str, xtr, ytr, xte, yte) -> Dataset:
+def _from_uint8(name: str, source: str, xtr, ytr, xte, yte) -> Dataset:
     def images(a: np.ndarray) -> torch.Tensor:  # (n, H, W) uint8 -> (n, 1, H, W) in [0, 1]
         return torch.from_numpy(a).unsqueeze(1).float().div_(255.0)
 
     def labels(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.int64))
 
-    return Dataset(name, images(xtr), labels(ytr), images(xte), labels(yte))
+    return Dataset(name, images(xtr), labels(ytr), images(xte), labels(yte), source=source)
 
 
 # ---------------------------------------------------------------------------------------------
 # digits: scikit-learn's bundled 8x8 digits, works offline
+
+
+DIGITS_SOURCE = "sklearn.datasets.load_digits"
 
 
 def load_digits(test_size: float = 0.2, split_seed: int = 0) -> Dataset:
@@ -60,16 +96,26 @@ def load_digits(test_size: float = 0.2, split_seed: int = 0) -> Dataset:
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
 
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
+        raise DataError(f"data.test_size must be a number in (0, 1), got {test_size!r}")
     if not 0.0 < test_size < 1.0:
-        raise ValueError(f"data.test_size must be in (0, 1), got {test_size}")
+        raise DataError(f"data.test_size must be in (0, 1), got {test_size}")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+        raise DataError(f"data.split_seed must be an integer >= 0, got {split_seed!r}")
     bunch = sk_load_digits()
     x = (bunch.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
     y = bunch.target.astype(np.int64)
-    xtr, xte, ytr, yte = train_test_split(
-        x, y, test_size=test_size, stratify=y, random_state=split_seed
-    )
+    try:
+        xtr, xte, ytr, yte = train_test_split(
+            x, y, test_size=test_size, stratify=y, random_state=split_seed
+        )
+    except ValueError as err:  # a split too small to hold every class once
+        raise DataError(
+            f"data.test_size must leave at least one sample of each of the 10 classes in both "
+            f"splits of {len(y)}, got {test_size} ({err})"
+        ) from None
     t = torch.from_numpy
-    return Dataset("digits", t(xtr), t(ytr), t(xte), t(yte))
+    return Dataset("digits", t(xtr), t(ytr), t(xte), t(yte), source=DIGITS_SOURCE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,20 +128,26 @@ IDX_FILES = {
     "y_eval": "t10k-labels-idx1-ubyte",
 }
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+IDX_CLASSES = 10  # MNIST and Fashion-MNIST: labels 0..9
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (plain or gzipped) as used by MNIST into a NumPy array."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # unreadable, or a corrupt or truncated .gz
+        raise DataError(f"{path} could not be read ({type(err).__name__}: {err})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
+    offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise DataError(f"{path}: header of {ndim} dimensions is cut short ({len(raw)} bytes)")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    offset = 4 + 4 * ndim
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - offset != expected:
         raise DataError(f"{path}: header says shape {shape} but holds {len(raw) - offset} bytes")
@@ -115,75 +167,152 @@ def find_idx(folder: Path) -> dict[str, Path] | None:
     return found
 
 
+def check_idx(arrays: dict[str, np.ndarray], files: dict[str, Path], n_classes: int) -> None:
+    """Refuse IDX arrays that do not make a data set: unsigned bytes, images (n, H, W) and labels
+    (n,) with one label per image, both splits of one image shape, labels in 0..n_classes-1.
+    Whole-array checks: no per-sample Python."""
+    for key, a in arrays.items():
+        if a.dtype != np.uint8:
+            raise DataError(
+                f"data.root: {files[key]} must hold unsigned bytes (IDX type 0x08), got {a.dtype}"
+            )
+        want = 3 if key.startswith("x") else 1
+        if a.ndim != want:
+            what = "images (n, height, width)" if want == 3 else "labels (n,)"
+            raise DataError(
+                f"data.root: {files[key]} must hold {want}-D {what}, got shape {a.shape}"
+            )
+        if len(a) == 0:
+            raise DataError(f"data.root: {files[key]} must hold at least one sample, got 0")
+    for split in ("train", "eval"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y):
+            raise DataError(
+                f"data.root: {files[f'y_{split}']} must hold one label per image of "
+                f"{files[f'x_{split}']} ({len(x)}), got {len(y)} labels"
+            )
+    if arrays["x_train"].shape[1:] != arrays["x_eval"].shape[1:]:
+        raise DataError(
+            f"data.root: {files['x_eval']} must hold images of the training shape "
+            f"{arrays['x_train'].shape[1:]} (from {files['x_train']}), "
+            f"got {arrays['x_eval'].shape[1:]}"
+        )
+    for key in ("y_train", "y_eval"):
+        top = int(arrays[key].max())  # uint8: never below 0
+        if top >= n_classes:
+            raise DataError(
+                f"data.root: {files[key]} must hold labels in 0..{n_classes - 1} "
+                f"({n_classes} classes), got {top}"
+            )
+
+
 # In-process cache of decoded IDX data sets: Hydra's basic launcher runs a sweep's jobs one after
 # another in ONE process, and every job instantiates its data set; decoding Fashion-MNIST again
-# costs about 0.5 s a job. Keyed by each file's path, size and mtime, so a rewritten file is
-# read again. Holds at most _IDX_CACHE_SIZE data sets (Fashion-MNIST: 220 MB of float32 each).
+# costs about 0.5 s a job, and sharing the object shares its fingerprint (hashed once). Keyed by
+# each file's path, size and mtime, so a rewritten file is read again. Holds at most
+# _IDX_CACHE_SIZE data sets (Fashion-MNIST: 220 MB of float32 each).
 _IDX_CACHE: dict[tuple, Dataset] = {}
 _IDX_CACHE_SIZE = 2
 
 
-def load_idx_folder(name: str, files: dict[str, Path]) -> Dataset:
-    """The data set in the four IDX ``files``, decoded once per process (see ``_IDX_CACHE``).
+def load_idx_folder(name: str, files: dict[str, Path], n_classes: int = IDX_CLASSES) -> Dataset:
+    """The data set in the four IDX ``files``, checked (``check_idx``) and decoded once per
+    process (see ``_IDX_CACHE``).
 
     Jobs of one process share the returned tensors: callers must not modify them in place
     (``Dataset.to`` and batch indexing copy; clone before editing, as the tests do).
     """
     key = (name, *((k, str(p), p.stat().st_size, p.stat().st_mtime_ns) for k, p in files.items()))
     if key not in _IDX_CACHE:
-        arrays = {k: read_idx(p) for k, p in files.items()}
+        try:
+            arrays = {k: read_idx(p) for k, p in files.items()}
+        except DataError as err:
+            raise DataError(f"data.root: {err}") from None
+        check_idx(arrays, files, n_classes)
+        source = str(files["x_train"].parent)
         while len(_IDX_CACHE) >= _IDX_CACHE_SIZE:
             _IDX_CACHE.pop(next(iter(_IDX_CACHE)))  # oldest first
-        _IDX_CACHE[key] = _from_uint8(name, *(arrays[k] for k in IDX_FILES))
+        _IDX_CACHE[key] = _from_uint8(name, source, *(arrays[k] for k in IDX_FILES))
     return _IDX_CACHE[key]
 
 
+DEFAULT_ROOT = "~/.cache/infoflow/data"
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+_STEMS = ", ".join(f"{s}[.gz]" for s in IDX_FILES.values())
+
+
 def _load_torchvision(
-    name: str, tv_class: str, root: str, download: bool, extra_folders: tuple[str, ...]
+    name: str, tv_class: str, root: str | None, download: bool, defaults: tuple[str, ...]
 ) -> Dataset:
-    root_path = Path(os.path.expanduser(str(root)))
-    candidates = [root_path, root_path / tv_class / "raw", *map(Path, extra_folders)]
-    for folder in candidates:
-        files = find_idx(folder)
-        if files is not None:
-            return load_idx_folder(name, files)
+    """The data set from ``root`` (flat or ``<tv_class>/raw``), downloaded there if allowed.
+
+    ``root=None`` searches ``DEFAULT_ROOT`` then ``defaults`` and downloads into
+    ``DEFAULT_ROOT``; an explicit root is the only place searched and downloaded into.
+    """
+    if not isinstance(download, bool):
+        raise DataError(f"data.download must be true or false, got {download!r}")
+    # Hydra reads data.root=2024 as an int; a folder may have that name, a bool is a mistake
+    if root is not None and (isinstance(root, bool) or not isinstance(root, (str, int, os.PathLike))):
+        raise DataError(f"data.root must be a folder or null, got {root!r}")
+    if root is not None and not str(root).strip():
+        raise DataError(f"data.root must be a folder or null, got {root!r}")
+    target = Path(os.path.expanduser(str(root if root is not None else DEFAULT_ROOT)))
+    shown = repr(str(root)) if root is not None else f"null (the default, {target})"
+    places = [target, *(map(Path, defaults) if root is None else ())]
+    candidates = [c for p in places for c in (p, p / tv_class / "raw")]
+    try:
+        if target.exists() and not target.is_dir():
+            raise DataError(
+                f"data.root must be a folder holding the {name} IDX files, got {shown}, "
+                "which is a file"
+            )
+        for folder in candidates:
+            files = find_idx(folder)
+            if files is not None:
+                return load_idx_folder(name, files)
+    except OSError as err:  # e.g. a folder we may not list
+        raise DataError(
+            f"data.root must be a readable folder, got {shown} ({type(err).__name__}: {err})"
+        ) from None
     looked = ", ".join(str(c) for c in candidates)
-    stems = ", ".join(f"{s}[.gz]" for s in IDX_FILES.values())
+    rule = (
+        f"data.root=null searches {', '.join(map(str, places))}"
+        if root is None
+        else "an explicit data.root is the only place searched"
+    )
     if not download:
         raise DataError(
-            f"data.root: no {name} IDX files in {looked} and data.download=false. "
-            f"Put {stems} in data.root, or set data.download=true."
+            f"data.root: no {name} IDX files in {looked} and data.download=false ({rule}). "
+            f"Put {_STEMS} in data.root, or set data.download=true."
         )
     try:
         import torchvision.datasets as tvd
 
-        getattr(tvd, tv_class)(str(root_path), train=True, download=True)
-        getattr(tvd, tv_class)(str(root_path), train=False, download=True)
+        getattr(tvd, tv_class)(str(target), train=True, download=True)
+        getattr(tvd, tv_class)(str(target), train=False, download=True)
     except Exception as err:  # any download failure gets the same advice
         raise DataError(
             f"data.root: no {name} IDX files in {looked}, and the download failed "
-            f"({type(err).__name__}: {err}). Put {stems} in one of those folders and set "
-            f"data.root to it (e.g. `apt-get install dataset-fashion-mnist` installs "
-            f"Fashion-MNIST under /usr/share/datasets/fashion-mnist), or run once with network."
+            f"({type(err).__name__}: {' '.join(str(err).split())}). Put {_STEMS} in a folder "
+            f"and set data.root to it (e.g. `apt-get install dataset-fashion-mnist` installs "
+            f"Fashion-MNIST under {DEBIAN_FASHION_MNIST}), or run once with network."
         ) from err
-    files = find_idx(root_path / tv_class / "raw")
+    files = find_idx(target / tv_class / "raw")
     if files is None:
-        raise DataError(f"data.root: download to {root_path / tv_class / 'raw'} left no IDX files")
+        raise DataError(f"data.root: download to {target / tv_class / 'raw'} left no IDX files")
     return load_idx_folder(name, files)
 
 
-def load_mnist(root: str = "~/.cache/infoflow/data", download: bool = True) -> Dataset:
-    """MNIST from IDX files in ``root`` (flat, or torchvision's ``MNIST/raw``), else downloaded
-    with torchvision into ``root``."""
+def load_mnist(root: str | None = None, download: bool = True) -> Dataset:
+    """MNIST from the IDX files in ``root`` (flat, or torchvision's ``MNIST/raw``), else
+    downloaded there with torchvision. ``root=None``: ``~/.cache/infoflow/data``."""
     return _load_torchvision("mnist", "MNIST", root, download, ())
 
 
-DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-
-
-def load_fashion_mnist(root: str = "~/.cache/infoflow/data", download: bool = True) -> Dataset:
-    """Fashion-MNIST from IDX files in ``root`` (flat, or torchvision's ``FashionMNIST/raw``),
-    then Debian's ``dataset-fashion-mnist`` folder, else downloaded with torchvision."""
+def load_fashion_mnist(root: str | None = None, download: bool = True) -> Dataset:
+    """Fashion-MNIST from the IDX files in ``root`` (flat, or torchvision's ``FashionMNIST/raw``),
+    else downloaded there with torchvision. ``root=None`` searches ``~/.cache/infoflow/data``,
+    then Debian's ``dataset-fashion-mnist`` folder, and downloads into the first."""
     return _load_torchvision(
         "fashion_mnist", "FashionMNIST", root, download, (DEBIAN_FASHION_MNIST,)
     )
