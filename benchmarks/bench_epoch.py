@@ -30,7 +30,7 @@ from sklearn.metrics import mutual_info_score
 from infoflow.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, load_fashion_mnist
 from infoflow.estimators import binning, per_neuron
 from infoflow.models import CNN, MLP
-from infoflow.train import evaluate, measure, train_epoch
+from infoflow.train import Trainer, evaluate, measure
 
 HIDDEN = {"mlp1": [128], "mlp3": [256, 128, 64], "mlp5": [512, 256, 128, 64]}
 
@@ -91,7 +91,9 @@ def reference_epoch(model, train_loader, test_loader) -> tuple[float, float]:
 def infoflow_epoch(model, data, estimator, generator) -> tuple[float, float]:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     t0 = time.perf_counter()
-    train_epoch(model, opt, data, 256, generator)
+    trainer = Trainer(model, opt, data, 256, seed=0)
+    trainer.generator = generator
+    trainer.train_to(trainer.per_epoch)
     t1 = time.perf_counter()
     _, layers = evaluate(model, data, 4096)
     measure(layers, data, estimator, model.probe_names)

@@ -7,7 +7,7 @@ Side by side in one run, on Fashion-MNIST (``data=fashion_mnist``):
   ``binning``, training cache on: 4 networks trained, 8 jobs estimated, epoch 0 measured too),
   run before the reference's processes and after each of them (``--sweep-runs``): the shared
   machine's speed drifts over the reference's minutes, and the runs sample it around them;
-  optionally the same with ``cache.enabled=false`` (8 trainings);
+  optionally the same with ``runtime.cache.enabled=false`` (8 trainings);
 * the notebook's way (``benchmarks/notebook_way.py``): the notebook's script run once per bin
   count, each run a process of its own, timed end to end like infoflow's (process start,
   imports, data sets, training, estimates): ``torchvision.datasets.FashionMNIST`` with
@@ -23,9 +23,7 @@ Side by side in one run, on Fashion-MNIST (``data=fashion_mnist``):
 
 Then, per model, the per-epoch check of issue 5: one epoch of infoflow's training loop against
 a bare forward/backward/step loop over the same preloaded tensors, and the evaluation pass +
-default estimate (binning, 30 bins) as a share of the epoch. The check runs with the allocator
-settings of infoflow's jobs (``malloc=retain``, :mod:`infoflow.allocator`); the notebook-way
-processes keep glibc's defaults, as a notebook does.
+default estimate (binning, 30 bins) as a share of the epoch.
 
     python benchmarks/bench_sweep.py                           # the full thing (minutes)
     python benchmarks/bench_sweep.py --epochs 1 --subset 20000 # a reduced run
@@ -62,7 +60,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from infoflow.allocator import retain_freed_memory
 from infoflow.config import deterministic_kernels
 from infoflow.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, read_idx
 from infoflow.estimators import binning
@@ -134,8 +131,8 @@ def infoflow_sweep(models, bins, epochs, root, estimator, cache, device, workdir
         "data=fashion_mnist",
         f"data.root={root}",
         f"trainer.epochs={epochs}",
-        f"device={device}",
-        f"cache.enabled={str(cache).lower()}",
+        f"runtime.device={device}",
+        f"runtime.cache.enabled={str(cache).lower()}",
         f"hydra.sweep.dir={workdir / (('sweep_cache' if cache else 'sweep_nocache') + tag)}",
     ]
     if estimator == "per_neuron":
@@ -396,10 +393,6 @@ def main() -> None:
             )
             rows.append(("infoflow sweep (cache off): wall", nc["wall"], total / nc["wall"]))
     if not args.skip_epoch_check:
-        # both loops with the allocator settings infoflow's jobs run with (malloc=retain); the
-        # notebook-way reference above ran with glibc's defaults, as a notebook does
-        retained = retain_freed_memory()
-        print(f"epoch check: malloc {'retain' if retained else 'system'}")
         for name in models:
             r = epoch_check(name, data, args.reps)
             if "syncs_train" in r:

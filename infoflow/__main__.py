@@ -7,6 +7,7 @@ validation, the pieces built from their config groups, the loop.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import hydra
@@ -19,9 +20,11 @@ from omegaconf import DictConfig
 
 from infoflow.config import UserError, deterministic_kernels, hidden_gpus, resolve_device, validate
 from infoflow.job import (
+    Interrupted,
     Job,
     cache_dir,
     estimate_spec,
+    interrupt_exit,
     job_config_hash,
     job_meta,
     register_resolvers,
@@ -63,17 +66,19 @@ def main(cfg: DictConfig) -> None:
             log.warning("runtime.device=auto runs on the CPU: %s", hidden)
         deterministic_kernels(device)
         torch.set_num_threads(resolve_threads(cfg.runtime.threads, hydra_cfg.launcher))
-        data = build(cfg.data).to(device)
+        data = build(cfg.data)
+        fingerprint = data.fingerprint  # of the content as read, before it moves to the device
+        data = data.to(device)
         torch.manual_seed(cfg.seed)
         model = build(cfg.model, in_shape=data.in_shape, n_classes=data.n_classes).to(device)
         optimizer = build(cfg.optimizer)(model.parameters())
         estimator = build(cfg.estimator)
-        job.meta = job_meta(cfg, job.run_id, hydra_cfg.runtime.choices, device.type)
+        job.meta = job_meta(cfg, job.run_id, hydra_cfg.runtime.choices, device.type, data.source)
         sweep_dir = to_absolute_path(hydra_cfg.sweep.dir) if multirun else None
         root = cache_dir(cfg.runtime, sweep_dir, cwd=hydra_cfg.runtime.cwd)
         cache = shared = None
         if root is not None:
-            key = training_key(cfg, device, data.fingerprint)
+            key = training_key(cfg, device, fingerprint)
             cache = TrainCache(root, key, wait_s=cfg.runtime.cache.wait_s)
             plan = plan_path(root, training_config(cfg))
             shared = SharedEstimates(cache, plan, estimate_spec(cfg), build=build)
@@ -104,5 +109,16 @@ def main(cfg: DictConfig) -> None:
         )
 
 
+def cli() -> None:
+    """The command line (``python -m infoflow``, ``infoflow``): an interrupt that arrives
+    outside a job (between a sweep's jobs, while it merges) ends it with one line, too."""
+    try:
+        main()
+    except KeyboardInterrupt as err:
+        name = err.args[0] if isinstance(err, Interrupted) and err.args else "SIGINT"
+        print(f"infoflow: interrupted by {name}", file=sys.stderr)
+        raise interrupt_exit(err) from None
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from infoflow import io
-from infoflow.job import UNRECORDED, catch_signals, quiet_interrupts, register_resolvers
+from infoflow.job import UNRECORDED, catch_signals, register_resolvers
 from infoflow.results import merge_sweep
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,9 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     args = [f"{k}={v}" for k, v in params.items()]
     args += list(OmegaConf.select(config, "hydra.overrides.task") or [])
-    loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+    loader = (
+        GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+    )
     overrides = OverridesParser.create(config_loader=loader).parse_overrides(args)
     choices: dict[str, list[str]] = {}  # a key given twice: the last wins, as in the sweeper
     for o in overrides:
@@ -94,18 +96,21 @@ class MergeResults(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         register_resolvers()
         catch_signals()
-        quiet_interrupts()
         # resolving here draws ${infoflow.unique:} before any launcher copies the config
         self._sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         self._merged = False
         atexit.register(self._merge_at_exit)
         jobs = sweep_jobs(config)
         if jobs is None:
-            log.warning("another sweeper than Hydra's basic one: the jobs it launches are not "
-                        "known in advance; the summary lists the job directories it finds")
+            log.warning(
+                "another sweeper than Hydra's basic one: the jobs it launches are not "
+                "known in advance; the summary lists the job directories it finds"
+            )
             return
-        io.write_json({"jobs": [{"num": i, "overrides": o} for i, o in enumerate(jobs)]},
-                      self._sweep_dir / io.MANIFEST)
+        io.write_json(
+            {"jobs": [{"num": i, "overrides": o} for i, o in enumerate(jobs)]},
+            self._sweep_dir / io.MANIFEST,
+        )
         if len(jobs) > 1:
             self._plan(config, jobs)
 
@@ -116,16 +121,25 @@ class MergeResults(Callback):
         try:
             shared = plan_sweep(plan_entries(config, jobs))
         except Exception as err:  # the jobs still run, each with its own evaluation pass
-            log.warning("no shared evaluation passes (%s: %s): every job evaluates for itself",
-                        type(err).__name__, err)
+            log.warning(
+                "no shared evaluation passes (%s: %s): every job evaluates for itself",
+                type(err).__name__,
+                err,
+            )
             return
         if shared:
-            log.info("%d training config(s) share their evaluation passes between jobs "
-                     "(planned in %.2fs)", shared, time.perf_counter() - t0)
+            log.info(
+                "%d training config(s) share their evaluation passes between jobs "
+                "(planned in %.2fs)",
+                shared,
+                time.perf_counter() - t0,
+            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._merged = True
-        merged = merge_sweep(self._sweep_dir or Path(str(config.hydra.sweep.dir)), errors=UNRECORDED)
+        merged = merge_sweep(
+            self._sweep_dir or Path(str(config.hydra.sweep.dir)), errors=UNRECORDED
+        )
         if not merged.ok:
             raise SystemExit(1)  # every job ran and the sweep is merged; the exit code tells
 
@@ -133,8 +147,11 @@ class MergeResults(Callback):
         if self._merged or self._sweep_dir is None or not self._sweep_dir.is_dir():
             return
         self._merged = True
-        log.error("the sweep stopped before its end (interrupted, or a job or the launcher "
-                  "failed); merging what %s holds", self._sweep_dir)
+        log.error(
+            "the sweep stopped before its end (interrupted, or a job or the launcher "
+            "failed); merging what %s holds",
+            self._sweep_dir,
+        )
         try:
             merge_sweep(self._sweep_dir, errors=UNRECORDED)
         except BaseException:  # never mask the sweep's own error with ours

@@ -79,8 +79,11 @@ NODE_KEYS = {
     "runtime.cache": ("enabled", "dir", "wait_s"),
 }
 #: arguments a group's object gets from the job, not from its config
-PROVIDED = {"model": ("in_shape", "n_classes"), "optimizer": ("params",),
-            "estimator": ("T", "X", "Y")}
+PROVIDED = {
+    "model": ("in_shape", "n_classes"),
+    "optimizer": ("params",),
+    "estimator": ("T", "X", "Y"),
+}
 
 
 def check_keys(cfg: DictConfig) -> None:
@@ -126,7 +129,9 @@ def _arguments(target: str) -> list[str] | None:
     try:
         obj = get_object(target)
     except Exception as err:
-        raise ConfigError(f"_target_ must name an importable object, got {target!r}: {err}")
+        raise ConfigError(
+            f"_target_ must name an importable object, got {target!r}: {err}"
+        ) from None
     params = inspect.signature(obj).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
@@ -176,21 +181,21 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             hint = hidden_gpus()
             raise ConfigError(
-                f"device must be present on this machine, got {name!r}: "
+                f"runtime.device must be present on this machine, got {name!r}: "
                 f"torch.cuda.is_available() is False{'; ' + hint if hint else ''} "
                 "(use device=auto or device=cpu)"
             )
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(
-                f"device must be present on this machine, got {name!r}: "
+                f"runtime.device must be present on this machine, got {name!r}: "
                 f"only {torch.cuda.device_count()} CUDA device(s)"
             )
     if kind == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
             raise ConfigError(
-                f"device must be present on this machine, got {name!r}: "
+                f"runtime.device must be present on this machine, got {name!r}: "
                 "torch.backends.mps.is_available() is False (use device=auto or device=cpu)"
             )
     return torch.device(name)

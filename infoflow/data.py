@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from infoflow.config import UserError
 
-class DataError(RuntimeError):
+
+class DataError(UserError, RuntimeError):
     """A data set could not be found or read; the message says where it looked and what to do."""
 
 
@@ -252,7 +254,9 @@ def _load_torchvision(
     if not isinstance(download, bool):
         raise DataError(f"data.download must be true or false, got {download!r}")
     # Hydra reads data.root=2024 as an int; a folder may have that name, a bool is a mistake
-    if root is not None and (isinstance(root, bool) or not isinstance(root, (str, int, os.PathLike))):
+    if root is not None and (
+        isinstance(root, bool) or not isinstance(root, (str, int, os.PathLike))
+    ):
         raise DataError(f"data.root must be a folder or null, got {root!r}")
     if root is not None and not str(root).strip():
         raise DataError(f"data.root must be a folder or null, got {root!r}")

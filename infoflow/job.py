@@ -23,7 +23,6 @@ import logging
 import os
 import secrets
 import signal
-import sys
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -48,7 +47,6 @@ GROUPS = ("model", "data", "optimizer", "estimator")
 UNIQUE_RESOLVER = "infoflow.unique"
 #: job dir -> why it failed, for jobs of this process whose directory could not hold a status
 UNRECORDED: dict[str, str] = {}
-
 
 
 def unique_suffix() -> str:
@@ -117,12 +115,15 @@ def estimate_spec(cfg: DictConfig | Mapping) -> dict[str, Any]:
     return {k: c.get(k) for k in ESTIMATE_KEYS}
 
 
-def job_meta(cfg: DictConfig, run_id: str, choices: Mapping[str, Any], device: str) -> dict:
-    """The columns every row of a job carries: run id, group choices, config leaves, device."""
+def job_meta(
+    cfg: DictConfig, run_id: str, choices: Mapping[str, Any], device: str, data_source: str
+) -> dict:
+    """The columns every row of a job carries: run id, group choices, config leaves, the
+    device type it ran on and where its data set was read from."""
     meta: dict[str, Any] = {"run_id": run_id}
     meta.update({g: choices.get(g) for g in GROUPS})
     meta.update(io.flatten_config(result_config(cfg)))
-    meta["device"] = device
+    meta.update(device=device, data_source=data_source)
     return meta
 
 
@@ -302,11 +303,15 @@ class Job(Recorder):
             if ckpt and ckpt["evals_done"] == status.get("evals_total"):
                 self.rows = list(ckpt["rows"])
                 self.write_table()
-                log.warning("resume: %s was completed; its table restored from %s",
-                            self.path, io.CHECKPOINT)
+                log.warning(
+                    "resume: %s was completed; its table restored from %s", self.path, io.CHECKPOINT
+                )
                 return True
-            log.warning("resume: %s was completed but its table and checkpoint are "
-                        "incomplete: running it again", self.path)
+            log.warning(
+                "resume: %s was completed but its table and checkpoint are "
+                "incomplete: running it again",
+                self.path,
+            )
         for name in (io.JOB_TABLE, io.CHECKPOINT):
             if (self.path / name).exists():
                 log.info("%s: replacing %s of an earlier job", self.path, name)
@@ -381,8 +386,9 @@ class Job(Recorder):
         if ckpt is None:
             return None
         if not isinstance(ckpt, dict) or ckpt.get("config_hash") != self.config_hash:
-            log.warning("%s was written by another config: starting over",
-                        self.path / io.CHECKPOINT)
+            log.warning(
+                "%s was written by another config: starting over", self.path / io.CHECKPOINT
+            )
             return None
         return ckpt
 
@@ -392,18 +398,3 @@ def describe(err: BaseException) -> str:
     if isinstance(err, UserError):
         return str(err)
     return f"{type(err).__name__}: {err}"
-
-
-def quiet_interrupts() -> None:
-    """Outside a job (between a sweep's jobs, during its merge) an interrupt ends the process
-    with one line instead of a traceback."""
-    previous = sys.excepthook
-
-    def hook(kind, value, tb):  # noqa: ANN001
-        if issubclass(kind, KeyboardInterrupt):
-            name = value.args[0] if isinstance(value, Interrupted) and value.args else "SIGINT"
-            print(f"infoflow: interrupted by {name}", file=sys.stderr)
-            return
-        previous(kind, value, tb)
-
-    sys.excepthook = hook

@@ -261,8 +261,11 @@ def final_summary(
         ``<v>_std`` (over seeds, ddof=1; NaN for one seed), ``<v>_ci95`` (half-width of the
         Student-t 95% interval of the mean) and ``n_seeds`` (runs that reached that epoch).
         A run stopped before the group's last epoch is not counted, rather than mixed in with
-        an earlier epoch.
+        an earlier epoch, and runs whose ``status`` says they did not complete (failed,
+        interrupted, incomplete) are left out: their last epoch is not the sweep's.
     """
+    if "status" in df.columns:
+        df = df[df["status"].isna() | (df["status"] == "completed")]
     if by is None:
         keys = varying_keys(df)
         by = [*(["model"] if "model" not in keys and "model" in df else []), *keys]

@@ -249,6 +249,19 @@ def _html(
     ]
     if note:
         body.append(f"<p class='note'>{e(note)}</p>")
+    if "status" in runs.columns:
+        bad = runs[runs["status"].notna() & (runs["status"] != "completed")]
+        if len(bad):
+            listed = ", ".join(
+                f"{r.run_id} ({r.status}, last epoch {_fmt(r.last_epoch)})"
+                for r in bad.itertuples(index=False)
+            )
+            body.append(
+                f"<p class='note'>{len(bad)} run{'s' if len(bad) != 1 else ''} did not complete "
+                f"and {'are' if len(bad) != 1 else 'is'} left out of the last-epoch summary "
+                f"(their curves stop where they stopped): {e(listed)}. "
+                "<code>jobs.parquet</code> in the sweep folder says why.</p>"
+            )
     for label, context, files in sections:
         body.append(f"<h2>{e(label) if label else 'All runs'}</h2><p>{e(context)}</p>")
         body.extend(f"<img src='{e(f)}' alt='{e(f)}'>" for f in files)

@@ -199,8 +199,9 @@ def merge_sweep(
         by_overrides = {tuple(io.read_overrides(d) or ()): d for d in dirs}
         foreign = len(dirs) - len({tuple(o) for o in launched} & set(by_overrides))
         if foreign:
-            log.info("leaving out %d job dir(s) under %s that this sweep did not launch",
-                     foreign, root)
+            log.info(
+                "leaving out %d job dir(s) under %s that this sweep did not launch", foreign, root
+            )
         dirs = [by_overrides.get(tuple(o)) for o in launched]
     records, frames = [], []
     for i, job_dir in enumerate(dirs):
@@ -225,8 +226,7 @@ def merge_sweep(
         io.write_parquet(merged, root / io.SWEEP_TABLE)
     else:
         (root / io.SWEEP_TABLE).unlink(missing_ok=True)  # never leave an earlier sweep's rows
-        log.warning("no readable %s under %s: no %s written", io.JOB_TABLE, root,
-                    io.SWEEP_TABLE)
+        log.warning("no readable %s under %s: no %s written", io.JOB_TABLE, root, io.SWEEP_TABLE)
     result = MergeResult(merged, jobs)
     if summary:
         log_summary(result, root)
@@ -259,7 +259,7 @@ def log_summary(result: MergeResult, root: Path) -> None:
         log.warning(
             "%s job %s [%s]: %s (%s/%s evaluations, %d rows kept)",
             str(rec.status).upper(),
-            rec.job or "-",
+            rec.job if isinstance(rec.job, str) else "-",
             rec.overrides or "no overrides",
             why,
             done,

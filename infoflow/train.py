@@ -326,10 +326,9 @@ class Trainer:
 
 
 # Most values (floats) the widest probe of one evaluation batch may hold on the CPU: 16 MB of
-# float32, about what a last-level cache holds. Measured on 2 CPU cores, Fashion-MNIST, the CNN
-# (conv1: 12,544 units): its evaluation pass over 10,000 images takes 0.94 s in batches of
-# 256-512 against 1.67 s in batches of 4096, whose 205 MB activation maps go through memory at
-# every op. Nets up to 1,024 units wide keep the configured 4096 (the MLPs' numbers unchanged).
+# float32, about what a last-level cache holds, so that a wide conv's activation maps do not go
+# through memory at every op (the CNN's pass is about twice as fast; README, Speed). Nets up to
+# 1,024 units wide keep the configured 4096 rows (the MLPs' numbers do not depend on it).
 EVAL_BLOCK_FLOATS = 2**22
 
 
@@ -362,9 +361,9 @@ def evaluate(
     probe of a batch holds at most ``EVAL_BLOCK_FLOATS`` values (see :func:`eval_batch_rows`).
 
     ``out``: the layers returned by an earlier call, to be overwritten when their shapes match
-    (``run`` passes them at every point). A fresh buffer's pages are faulted in by the kernel
-    at first write: for the CNN's 750 MB of probes on Fashion-MNIST that cost about 0.2 s per
-    evaluation on 2 CPU cores, a quarter of the pass.
+    (``run`` passes them at every point): a fresh buffer's pages are faulted in by the kernel
+    at first write, which for the CNN's 750 MB of probes on Fashion-MNIST is a large part of
+    the pass.
     """
     model.eval()
     loss_sum, correct = 0.0, 0

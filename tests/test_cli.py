@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 SCHEMA = [
-    "run_id", "model", "data", "optimizer", "estimator", "seed", "device",
+    "run_id", "model", "data", "optimizer", "estimator", "seed", "device", "data_source",
     "trainer.epochs", "trainer.batch_size", "model.activation", "optimizer.lr",
     "estimator.bins", "epoch", "layer", "layer_name", "units", "I_XT", "I_TY", "H_T",
     "n_samples", "train_loss", "train_acc", "eval_loss", "eval_acc",
@@ -44,7 +44,7 @@ def test_single_run_writes_the_schema(cli, tmp_path):
 def test_same_seed_same_numbers_other_seed_other_numbers(cli, tmp_path):
     for seed in (0, 0, 1):
         assert cli("model=mlp1", "trainer.epochs=1", "estimator.bins=4", f"seed={seed}",
-                   "device=cpu").returncode == 0  # fmt: skip
+                   "runtime.device=cpu").returncode == 0  # fmt: skip
     a, b, c = (pd.read_parquet(p) for p in job_tables(tmp_path))
     by_seed = {int(t.seed.iloc[0]): t for t in (a, b, c)}
     same = [t for t in (a, b, c) if t.seed.iloc[0] == 0]
@@ -107,20 +107,27 @@ def test_unknown_option_lists_the_valid_ones(cli):
 
 def test_absent_device_is_refused(cli, tmp_path):
     # the GPUs hidden as the submitit launchers hide them by default: absent on any machine
-    proc = cli("device=cuda", env={"CUDA_VISIBLE_DEVICES": ""})
+    proc = cli("runtime.device=cuda", env={"CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode != 0
-    assert "device must be present on this machine, got 'cuda'" in proc.stderr
+    assert "runtime.device must be present on this machine, got 'cuda'" in proc.stderr
     assert "CUDA_VISIBLE_DEVICES is '' in this job's environment" in proc.stderr
     assert "hydra.launcher.gpus_per_node" in proc.stderr
     assert not list(tmp_path.glob("outputs/**/mi.parquet"))
 
 
 def test_auto_device_says_when_the_gpus_are_hidden(cli, tmp_path):
-    proc = cli("trainer.epochs=1", "model=mlp1", "device=auto", env={"CUDA_VISIBLE_DEVICES": "-1"})
+    proc = cli(
+        "trainer.epochs=1", "model=mlp1", "runtime.device=auto", env={"CUDA_VISIBLE_DEVICES": "-1"}
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "device=auto runs on the CPU: CUDA_VISIBLE_DEVICES is '-1'" in proc.stdout + proc.stderr
+    assert (
+        "runtime.device=auto runs on the CPU: CUDA_VISIBLE_DEVICES is '-1'"
+        in proc.stdout + proc.stderr
+    )
     assert list(tmp_path.glob("outputs/**/mi.parquet"))
-    quiet = cli("trainer.epochs=1", "model=mlp1", "device=auto", env={"CUDA_VISIBLE_DEVICES": "0"})
+    quiet = cli(
+        "trainer.epochs=1", "model=mlp1", "runtime.device=auto", env={"CUDA_VISIBLE_DEVICES": "0"}
+    )
     assert quiet.returncode == 0 and "runs on the CPU" not in quiet.stdout + quiet.stderr
 
 

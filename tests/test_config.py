@@ -29,7 +29,7 @@ def test_every_group_has_the_documented_options():
 
 def test_defaults(compose_cfg):
     cfg = compose_cfg()
-    assert cfg.seed == 0 and cfg.device == "auto"
+    assert cfg.seed == 0 and cfg.runtime.device == "auto"
     assert cfg.trainer.epochs == 5
     assert cfg.trainer.batch_size == 32  # digits brings its own batch size
     assert cfg.estimator.bins == 30
@@ -98,7 +98,17 @@ def test_experiment_seed_is_the_notebook(compose_cfg):
         ("trainer.batch_size=0", "trainer.batch_size must be an integer >= 1, got 0"),
         ("model.activation=sigmoid", "model.activation must be one of relu, tanh, got 'sigmoid'"),
         ("optimizer.lr=-1", "optimizer.lr must be a number > 0, got -1"),
-        ("device=tpu", "device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+        ("runtime.device=tpu", "runtime.device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+        ("+modle=mlp1", "modle is not a config key: the top-level keys are model, data,"),
+        (
+            "+estimator.bin=10",
+            "estimator.bin is not a key of estimator infoflow.estimators.binning",
+        ),
+        ("+model.width=3", "model.width is not a key of model infoflow.models.MLP: its keys are"),
+        ("+trainer.epoch=3", "trainer.epoch is not a config key: trainer has epochs, batch_size"),
+        ("+runtime.gpu=1", "runtime.gpu is not a config key: runtime has device, threads"),
+        ("+optimizer.lrate=1", "optimizer.lrate is not a key of optimizer torch.optim.Adam"),
+        ("+data.roots=x", "data.roots is not a key of data infoflow.data.load_digits"),
         ("model.hidden=[]", "model.hidden must be a non-empty list of integers >= 1"),
     ],
 )
@@ -110,7 +120,7 @@ def test_bad_values_name_key_rule_and_value(compose_cfg, override, message):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_absent_cuda_is_an_error():
-    with pytest.raises(ConfigError, match=r"device must be present .* got 'cuda'"):
+    with pytest.raises(ConfigError, match=r"runtime.device must be present .* got 'cuda'"):
         resolve_device("cuda")
 
 

@@ -16,7 +16,7 @@ PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "estimato
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_estimator_option_composes_validates_and_runs(compose_cfg, name):
-    cfg = compose_cfg(f"estimator={name}", "device=cpu")
+    cfg = compose_cfg(f"estimator={name}", "runtime.device=cpu")
     validate(cfg)
     estimator = instantiate(cfg.estimator)
     rng = np.random.default_rng(0)
@@ -48,7 +48,7 @@ def test_presets_set_the_keys_their_names_promise(compose_cfg):
 )
 def test_bad_estimator_keys_fail_validation_naming_key_rule_value(compose_cfg, overrides, words):
     with pytest.raises(ConfigError) as err:
-        validate(compose_cfg(*overrides, "device=cpu"))
+        validate(compose_cfg(*overrides, "runtime.device=cpu"))
     for word in words:
         assert word in str(err.value), (word, str(err.value))
 
@@ -61,7 +61,7 @@ def test_cli_refuses_contradicting_bin_keys_before_training(cli, tmp_path):
 
 
 def _sweep_table(cli, tmp_path, *overrides: str) -> pd.DataFrame:
-    proc = cli("-m", *overrides, "model=mlp1", "trainer.epochs=1", "device=cpu")
+    proc = cli("-m", *overrides, "model=mlp1", "trainer.epochs=1", "runtime.device=cpu")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (merged,) = tmp_path.glob("outputs/multirun/*/*/results.parquet")
     return pd.read_parquet(merged)

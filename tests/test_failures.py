@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 from conftest import ROOT, run_cli
 
-from infoflow.results import JOBS_TABLE, SWEEP_TABLE, merge_sweep, read_job_table
+from infoflow.io import JOBS_TABLE, SWEEP_TABLE
+from infoflow.io import read_table as read_job_table
+from infoflow.results import merge_sweep
 
 # A job run through a driver that stops it at a chosen point and waits to be killed:
 #   after_write N  after the N-th table write has landed (N-1 = last finished epoch)
@@ -56,16 +58,16 @@ def to_parquet(self, path, *a, **k):
 
 pd.DataFrame.to_parquet = to_parquet
 if mode == "after_write":
-    import infoflow.results as results
+    import infoflow.io as results
 
-    write = results.write_parquet_atomic
+    write = results.write_parquet
 
     def write_then_hang(df, path):
         write(df, path)
         if Path(path).name == "mi.parquet" and count["writes"] == n:
             hang()
 
-    results.write_parquet_atomic = write_then_hang
+    results.write_parquet = write_then_hang
 
 
 def pre_step(opt, args, kwargs):
@@ -163,8 +165,8 @@ def test_sigkill_keeps_every_finished_epoch_and_resume_completes(
         numbers(table), numbers(reference[reference.epoch.isin(finished)])
     )
     if not resume_available():
-        pytest.skip("resume=true is not implemented yet")
-    proc = run_cli("-m", *JOB, "resume=true", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+        pytest.skip("runtime.resume=true is not implemented yet")
+    proc = run_cli("-m", *JOB, "runtime.resume=true", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = pd.read_parquet(job / "mi.parquet")
     assert_whole_epochs(resumed, [0, 1, 2, 3, 4])
@@ -180,8 +182,8 @@ def test_single_run_killed_then_resumed_in_its_run_dir(tmp_path, reference):
     kill_at(tmp_path, "after_write", 3, *JOB, f"hydra.run.dir={run_dir}")
     assert_whole_epochs(pd.read_parquet(run_dir / "mi.parquet"), [0, 1, 2])
     if not resume_available():
-        pytest.skip("resume=true is not implemented yet")
-    proc = run_cli(*JOB, "resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        pytest.skip("runtime.resume=true is not implemented yet")
+    proc = run_cli(*JOB, "runtime.resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = pd.read_parquet(run_dir / "mi.parquet")
     pd.testing.assert_frame_equal(numbers(resumed), numbers(reference), check_exact=True)

@@ -15,12 +15,10 @@ from conftest import run_cli
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-import infoflow.results  # noqa: F401  (registers ${infoflow.unique:})
-
-# device=cpu: on a GPU machine device=auto would take CUDA under basic and joblib, while
+# runtime.device=cpu: on a GPU machine auto would take CUDA under basic and joblib, while
 # submitit_local hides the GPUs by default (hydra.launcher.gpus_per_node=0), and a net trained
 # on another device has other numbers (seen on an H200 machine, 2026-11-29)
-SWEEP = ("-m", "model=mlp1,mlp3", "trainer.epochs=1", "device=cpu")
+SWEEP = ("-m", "model=mlp1,mlp3", "trainer.epochs=1", "runtime.device=cpu")
 LAUNCHERS = ("basic", "joblib", "submitit_local")
 
 

@@ -48,6 +48,7 @@ def make_sweep(root, jobs, merged: bool = True):
     for i, frame in enumerate(jobs):
         (root / str(i) / ".hydra").mkdir(parents=True)
         (root / str(i) / ".hydra" / "config.yaml").write_text("seed: 0\n")
+        (root / str(i) / "status.json").write_text('{"status": "completed"}')
         frame.to_parquet(root / str(i) / "mi.parquet", index=False)
         frames.append(frame)
     if merged:
@@ -65,7 +66,8 @@ def test_job_dir(sweep):
     root, jobs = sweep
     df = load(root / "2")  # mlp3 seed 0
     assert len(df) == len(jobs[2]) == 3 * 3
-    assert set(jobs[2].columns) == set(df.columns)
+    assert set(df.columns) == {*jobs[2].columns, "status"}
+    assert set(df["status"]) == {"completed"}  # from the status.json beside the table
     assert df["run_id"].unique().tolist() == ["mlp3-s0-b30"]
     assert df[["epoch", "layer"]].apply(tuple, axis=1).is_monotonic_increasing
     pd.testing.assert_series_equal(
@@ -142,7 +144,7 @@ def test_corrupt_file_names_the_file(sweep):
     with pytest.raises(LoadError) as info:
         load(root)
     msg = str(info.value)
-    assert str(bad) in msg and "not a readable Parquet table" in msg
+    assert str(bad) in msg and "not a readable Parquet file" in msg
     with pytest.warns(UserWarning, match="skipping"):
         df = load(root, on_error="warn")
     # job 1's rows still come from results.parquet; nothing is lost
@@ -155,13 +157,13 @@ def test_truncated_file_and_foreign_parquet(tmp_path):
     job_frame("mlp1", 0).to_parquet(good, index=False)
     data = good.read_bytes()
     good.write_bytes(data[: len(data) // 2])  # a torn write
-    with pytest.raises(LoadError, match=r"mi\.parquet: not a readable Parquet table"):
+    with pytest.raises(LoadError, match=r"mi\.parquet: not a readable Parquet file"):
         load(good.parent)
     foreign = tmp_path / "f" / "results.parquet"
     foreign.parent.mkdir()
     pd.DataFrame({"a": [1, 2]}).to_parquet(foreign)
     with pytest.raises(
-        LoadError, match=r"not an infoflow result table: missing column\(s\) run_id"
+        LoadError, match=r"not an infoflow table \(no column run_id"
     ):
         load(foreign.parent)
 
@@ -209,6 +211,18 @@ def test_final_summary_over_seeds(tmp_path):
     assert row["I_XT_std"] == pytest.approx(np.std(expect, ddof=1))
     assert row["I_XT_ci95"] == pytest.approx(4.302653 * np.std(expect, ddof=1) / np.sqrt(3))
     assert row["eval_acc_mean"] == pytest.approx(np.mean([0.7 + 0.02 * s for s in (0, 1, 2)]))
+
+
+def test_final_summary_leaves_out_runs_that_did_not_complete(tmp_path):
+    """A run that diverged after epoch 0 must not make epoch 0 its group's last epoch."""
+    jobs = [job_frame("mlp3", 0, epochs=3), job_frame("mlp1", 0, epochs=3)]
+    jobs[1] = jobs[1][jobs[1].epoch == 0]
+    root = make_sweep(tmp_path / "s", jobs, merged=False)
+    (root / "1" / "status.json").write_text('{"status": "failed", "error": "diverged"}')
+    df = load(root)
+    assert set(df[df.model == "mlp1"].status) == {"failed"}
+    summary = final_summary(df)
+    assert summary.model.unique().tolist() == ["mlp3"] and (summary.epoch == 3).all()
 
 
 def test_package_exports_load_without_matplotlib(tmp_path):

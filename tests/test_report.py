@@ -153,7 +153,7 @@ def test_cli_error_is_one_clear_line(tmp_path):
     (tmp_path / "bad" / "mi.parquet").write_bytes(b"garbage")
     proc = run("infoflow.report", str(tmp_path / "bad"), cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "mi.parquet: not a readable Parquet table" in proc.stderr
+    assert "mi.parquet: not a readable Parquet file" in proc.stderr
 
 
 @pytest.mark.slow
@@ -162,7 +162,7 @@ def test_report_on_a_real_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run(
         "infoflow", "-m", "model=mlp1,mlp3", "seed=0,1", "trainer.epochs=2",
-        "estimator.bins=4", "device=cpu", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        "estimator.bins=4", "runtime.device=cpu", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run("infoflow.report", str(sweep), cwd=tmp_path, timeout=300)

@@ -18,14 +18,11 @@ from omegaconf import OmegaConf
 
 from infoflow import results
 from infoflow.callbacks import MergeResults
-from infoflow.results import (
-    JOBS_TABLE,
-    SWEEP_TABLE,
-    merge_sweep,
-    read_job_table,
-    write_json_atomic,
-    write_parquet_atomic,
-)
+from infoflow.io import JOBS_TABLE, MANIFEST, SWEEP_TABLE
+from infoflow.io import read_table as read_job_table
+from infoflow.io import write_json as write_json_atomic
+from infoflow.io import write_parquet as write_parquet_atomic
+from infoflow.results import merge_sweep
 
 
 def job_rows(run_id: str, epochs: int, layers: int = 3, **extra) -> pd.DataFrame:
@@ -264,20 +261,55 @@ def _job_cfg(job_dir: Path):
     return OmegaConf.create({"hydra": {"runtime": {"output_dir": str(job_dir)}}})
 
 
-def test_on_job_end_records_an_exception_raised_outside_the_loop(tmp_path):
-    from hydra.core.utils import JobStatus
-
+def test_an_error_the_job_dir_could_not_hold_is_reported(tmp_path):
     job = make_job(tmp_path, 0, None, None)
-    cb = MergeResults()
-    cb.on_job_end(_job_cfg(job), _Ret(JobStatus.FAILED, RuntimeError("CUDA out of memory")))
-    st = json.loads((job / "status.json").read_text())
-    assert st["status"] == "failed" and st["error"] == "RuntimeError: CUDA out of memory"
-    # the loop's own verdict is kept
-    write_json_atomic(status("failed", "r", 1, error="loss is nan"), job / "status.json")
-    cb.on_job_end(_job_cfg(job), _Ret(JobStatus.FAILED, ValueError("later")))
-    assert json.loads((job / "status.json").read_text())["error"] == "loss is nan"
-    cb.on_job_end(_job_cfg(job), _Ret(JobStatus.COMPLETED, None))
-    assert json.loads((job / "status.json").read_text())["error"] == "loss is nan"
+    res = merge_sweep(tmp_path, errors={str(job.absolute()): "PermissionError: [Errno 13] x"})
+    assert res.jobs.status.tolist() == ["failed"]
+    assert res.jobs.error[0] == "PermissionError: [Errno 13] x"
+    assert res.jobs.table_error.isna().all()
+
+
+def manifest(root: Path, *jobs: list[str]) -> None:
+    write_json_atomic(
+        {"jobs": [{"num": i, "overrides": o} for i, o in enumerate(jobs)]}, root / MANIFEST
+    )
+
+
+def test_every_launched_job_is_listed_even_without_a_directory(tmp_path, caplog):
+    make_job(tmp_path, 0, job_rows("r0", 3), status("completed", "r0", 3))
+    make_job(tmp_path, 1, job_rows("r1", 3), status("completed", "r1", 3))
+    manifest(tmp_path, ["seed=0"], ["seed=1"], ["seed=2"], ["seed=3"])
+    with caplog.at_level(logging.INFO, logger="infoflow"):
+        res = merge_sweep(tmp_path)
+    assert res.jobs.status.tolist() == ["completed", "completed", "not started", "not started"]
+    assert res.jobs.overrides.tolist() == ["seed=0", "seed=1", "seed=2", "seed=3"]
+    assert not res.ok and len(res.results) == 18
+    assert "4 jobs (2 completed, 2 not started)" in caplog.text
+    assert "NOT STARTED job - [seed=3]" in caplog.text
+
+
+def test_job_dirs_of_another_sweep_are_left_out(tmp_path):
+    make_job(tmp_path, 0, job_rows("new", 3), status("completed", "new", 3), ["lr=1"])
+    make_job(tmp_path, 1, job_rows("old", 3), status("completed", "old", 3), ["lr=old"])
+    manifest(tmp_path, ["lr=1"])
+    res = merge_sweep(tmp_path)
+    assert res.ok and res.jobs.job.tolist() == ["0"] and set(res.results.run_id) == {"new"}
+
+
+def test_rows_of_an_earlier_run_are_never_merged_under_a_new_job(tmp_path):
+    """A job that failed before training, in a dir whose table an earlier sweep wrote."""
+    make_job(tmp_path, 0, job_rows("old", 3), status("failed", "new", 0, error="lr bad"))
+    res = merge_sweep(tmp_path)
+    assert res.results is None and not (tmp_path / SWEEP_TABLE).exists()
+    assert res.jobs.rows.tolist() == [0] and res.jobs.status.tolist() == ["failed"]
+    assert res.jobs.table_error[0] == "9 rows of another run (old) left out"
+
+
+def test_a_merge_without_rows_removes_an_earlier_merged_table(tmp_path):
+    job_rows("old", 3).to_parquet(tmp_path / SWEEP_TABLE)
+    make_job(tmp_path, 0, None, status("failed", "new", 0, error="lr bad"))
+    merge_sweep(tmp_path)
+    assert not (tmp_path / SWEEP_TABLE).exists()
 
 
 def test_merge_runs_at_exit_when_the_sweep_raised_before_its_end(sweep, monkeypatch):

@@ -16,8 +16,9 @@ import torch
 
 from infoflow.data import load_digits
 from infoflow.estimators import binning
+from infoflow.job import Job
 from infoflow.models import MLP
-from infoflow.store import JobDir, TrainCache
+from infoflow.store import TrainCache
 from infoflow.train import TrainerConfig, run
 
 DATA = load_digits()
@@ -27,33 +28,29 @@ class Interrupted(Exception):
     pass
 
 
-def job(job_dir, trainer, cache=None, resume=False, stop_at=None, table=None):
+class CutJob(Job):
+    """A job interrupted before the files of evaluation ``stop_at + 1`` are written, as a kill
+    would."""
+
+    def __init__(self, path, stop_at=None):
+        super().__init__(path, config_hash="h", multirun=False)
+        self.stop_at = stop_at
+
+    def record(self, rows, done, train_state):
+        if self.stop_at is not None and done > self.stop_at:
+            raise Interrupted
+        super().record(rows, done, train_state)
+
+
+def job(job_dir, trainer, cache=None, resume=False, stop_at=None):
     """One job on digits; ``stop_at`` = number of evaluations after which it is interrupted."""
     torch.manual_seed(0)
     model = MLP(DATA.in_shape, DATA.n_classes, [32, 16])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    table = [] if table is None else table
-    jd = JobDir(job_dir, run_id="r", config_hash="h")
-
-    def on_rows(rows):
-        table.extend(rows)
-        # interrupt *before* the checkpoint of this evaluation is written, as a kill would
-        if stop_at is not None and len({r["step"] for r in table}) > stop_at:
-            raise Interrupted
-
-    run(
-        model,
-        opt,
-        DATA,
-        partial(binning, bins=10),
-        trainer,
-        0,
-        on_rows,
-        job=jd,
-        cache=cache,
-        resume=resume,
-    )
-    return table
+    recorder = CutJob(job_dir, stop_at)
+    recorder.prepare(resume)
+    est = partial(binning, bins=10)
+    return run(model, opt, DATA, est, trainer, 0, recorder=recorder, cache=cache, resume=resume)
 
 
 def frame(rows):
@@ -68,19 +65,22 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, use_cache, sche
     cache = (lambda: TrainCache(tmp_path / "cache", {"k": 1})) if use_cache else (lambda: None)
     with pytest.raises(Interrupted):
         job(tmp_path / "cut", trainer, cache=cache(), stop_at=3)
-    status = JobDir(tmp_path / "cut").read_status()
-    assert status["status"] == "failed" and status["evals_done"] == 3
-    resumed = job(tmp_path / "cut", trainer, cache=cache(), resume=True)  # all rows, via on_rows
-    pd.testing.assert_frame_equal(frame(resumed), frame(whole), check_exact=True)
-    assert JobDir(tmp_path / "cut").read_status()["status"] == "completed"
+    status = read_status(tmp_path / "cut")
+    assert status["status"] == "running" and status["evals_done"] == 3
+    resumed = job(tmp_path / "cut", trainer, cache=cache(), resume=True)  # all rows
+    cols = [c for c in frame(whole).columns if c != "run_id"]
+    pd.testing.assert_frame_equal(frame(resumed)[cols], frame(whole)[cols], check_exact=True)
+    assert read_status(tmp_path / "cut")["status"] == "completed"
+    assert pd.read_parquet(tmp_path / "cut" / "mi.parquet").shape[0] == len(whole)
 
 
 def test_resume_ignores_a_checkpoint_of_another_config(tmp_path):
     trainer = TrainerConfig(epochs=2, batch_size=64)
     job(tmp_path, trainer)
-    other = JobDir(tmp_path, config_hash="not h")
+    other = Job(tmp_path, config_hash="not h", multirun=False)
     assert other.load_checkpoint() is None
-    assert not other.same_job(other.read_status())
+    assert other.prepare(resume=True) is False  # not this job's: started over
+    assert not (tmp_path / "mi.parquet").exists() and not (tmp_path / "checkpoint.pt").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ def test_cli_killed_job_resumes_to_the_same_table_and_is_then_skipped(tmp_path):
     st = read_status(tmp_path / "cut")
     assert st["status"] == "running" and 3 <= st["evals_done"] < 13, st  # really cut short
     run_id = st["run_id"]
-    again = cli(*common, "hydra.run.dir=cut", "resume=true", cwd=tmp_path)
+    again = cli(*common, "hydra.run.dir=cut", "runtime.resume=true", cwd=tmp_path)
     assert again.returncode == 0, again.stdout
     assert "resuming after evaluation" in again.stdout
     whole = pd.read_parquet(tmp_path / "whole" / "mi.parquet")
@@ -139,7 +139,7 @@ def test_cli_killed_job_resumes_to_the_same_table_and_is_then_skipped(tmp_path):
         cut.drop(columns="run_id"), whole.drop(columns="run_id"), check_exact=True
     )
     stamp = (tmp_path / "cut" / "mi.parquet").stat().st_mtime_ns
-    skip = cli(*common, "hydra.run.dir=cut", "resume=true", cwd=tmp_path)
+    skip = cli(*common, "hydra.run.dir=cut", "runtime.resume=true", cwd=tmp_path)
     assert skip.returncode == 0 and "completed, skipping" in skip.stdout
     assert (tmp_path / "cut" / "mi.parquet").stat().st_mtime_ns == stamp
 
@@ -155,13 +155,13 @@ def test_cli_sweep_resume_skips_completed_jobs_and_a_failed_job_does_not_stop_th
         "hydra.sweep.dir=sw",
     ]
     first = cli(*args, cwd=tmp_path)
-    assert "job failed: training diverged" in first.stdout
+    assert "error: training diverged" in first.stdout
     assert first.returncode == 1
     assert read_status(tmp_path / "sw" / "0")["status"] == "failed"
     assert read_status(tmp_path / "sw" / "1")["status"] == "completed"  # the sweep went on
     assert len(pd.read_parquet(tmp_path / "sw" / "0" / "mi.parquet")) == 1  # epoch 0 kept
     stamp = (tmp_path / "sw" / "1" / "mi.parquet").stat().st_mtime_ns
-    second = cli(*args, "resume=true", cwd=tmp_path)
+    second = cli(*args, "runtime.resume=true", cwd=tmp_path)
     assert "completed, skipping" in second.stdout
     assert (tmp_path / "sw" / "1" / "mi.parquet").stat().st_mtime_ns == stamp
     assert read_status(tmp_path / "sw" / "0")["status"] == "failed"  # retried, fails again

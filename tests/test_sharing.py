@@ -12,14 +12,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 import infoflow.train as train_mod
 from infoflow.data import load_digits
 from infoflow.estimators import binning
+from infoflow.io import write_json
+from infoflow.job import estimate_spec
 from infoflow.models import MLP
-from infoflow.sharing import PLAN_FILE, SharedEstimates, estimate_spec, plan_sweep
-from infoflow.store import TrainCache, save_json
+from infoflow.sharing import SharedEstimates, plan_path, plan_sweep
+from infoflow.store import TrainCache
 from infoflow.train import TrainerConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,12 +29,11 @@ TRAINER = TrainerConfig(epochs=2, batch_size=64)
 KEY = {"model": "mlp[32,16]", "data": "digits", "seed": 0, "trainer": "epochs 2 batch 64"}
 
 
-def spec(bins: int = 10, output: bool = False, eval_batch_size: int = 4096, **est) -> dict:
+def spec(bins: int = 10, output: bool = False, batch_size: int = 4096, **est) -> dict:
     estimator = {"_target_": "infoflow.estimators.binning", "_partial_": True, "bins": bins}
     return {
         "estimator": {**estimator, **est},
-        "probe": {"output": output},
-        "eval_batch_size": eval_batch_size,
+        "probe": {"output": output, "batch_size": batch_size},
     }
 
 
@@ -48,7 +48,8 @@ def job(cache: TrainCache | None, own: dict, shared: bool = True) -> list[dict]:
     model = MLP(DATA.in_shape, DATA.n_classes, [32, 16])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     est = build(own["estimator"])
-    share = SharedEstimates(cache, own, build) if cache is not None and shared else None
+    plan_file = cache.dir / "plan.json" if cache is not None else None
+    share = SharedEstimates(cache, plan_file, own, build) if cache is not None and shared else None
     return run(
         model,
         opt,
@@ -56,15 +57,15 @@ def job(cache: TrainCache | None, own: dict, shared: bool = True) -> list[dict]:
         est,
         TRAINER,
         0,
-        lambda r: None,
         probe_output=own["probe"]["output"],
+        eval_batch_size=own["probe"]["batch_size"],
         cache=cache,
         shared=share,
     )
 
 
 def plan(cache: TrainCache, *specs: dict) -> None:
-    save_json({"specs": list(specs)}, cache.dir / PLAN_FILE)
+    write_json({"specs": list(specs)}, cache.dir / "plan.json")
 
 
 class CountEvaluations:
@@ -111,7 +112,7 @@ def test_a_spec_probing_the_output_gets_its_output_rows(tmp_path, monkeypatch):
 
 
 def test_another_eval_batch_size_is_not_shared(tmp_path, monkeypatch):
-    a, b = spec(bins=10), spec(bins=10, eval_batch_size=100)
+    a, b = spec(bins=10), spec(bins=10, batch_size=100)
     plan(TrainCache(tmp_path, KEY), a, b)
     counter = CountEvaluations(monkeypatch)
     job(TrainCache(tmp_path, KEY), a)
@@ -155,23 +156,31 @@ def test_estimate_spec_is_what_the_training_key_leaves_out():
         "model": {"hidden": [8]},
         "data": {"name": "digits"},
         "optimizer": {"lr": 1e-3},
-        "trainer": {"epochs": 2, "eval_batch_size": 512},
+        "trainer": {"epochs": 2},
         "seed": 1,
-        "device": "cpu",
+        "runtime": {"device": "cpu"},
         "estimator": {"bins": 30},
-        "probe": {"output": True},
+        "probe": {"output": True, "batch_size": 512},
     }
     assert estimate_spec(cfg) == {
         "estimator": {"bins": 30},
-        "probe": {"output": True},
-        "eval_batch_size": 512,
+        "probe": {"output": True, "batch_size": 512},
     }
 
 
-def test_plan_sweep_never_stops_a_sweep():
-    broken = OmegaConf.create({"hydra": {"sweeper": {"_target_": "elsewhere.Sweeper"}}})
-    assert plan_sweep(broken) == 0
-    assert plan_sweep(OmegaConf.create({})) == 0
+def test_the_plan_groups_specs_by_training_config(tmp_path):
+    a, b, c = spec(bins=10), spec(bins=30), spec(bins=10, output=True)
+    entries = [
+        (tmp_path, {"seed": 0}, a),
+        (tmp_path, {"seed": 0}, b),
+        (tmp_path, {"seed": 1}, c),  # alone: nothing to share
+        (None, {"seed": 0}, c),  # no cache: not planned
+        (tmp_path, {"seed": 0}, a),  # the same spec twice counts once
+    ]
+    assert plan_sweep(entries) == 1
+    planned = pd.read_json(plan_path(tmp_path, {"seed": 0}), typ="series")["specs"]
+    assert planned == [a, b]
+    assert not plan_path(tmp_path, {"seed": 1}).exists()
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -188,10 +197,14 @@ def test_a_sweep_shares_passes_and_equals_a_sweep_without_cache(tmp_path):
     small = ["trainer.epochs=1"]
     on = cli(*sweep, *small, f"hydra.sweep.dir={tmp_path / 'on'}", cwd=tmp_path)
     off = cli(
-        *sweep, *small, "cache.enabled=false", f"hydra.sweep.dir={tmp_path / 'off'}", cwd=tmp_path
+        *sweep,
+        *small,
+        "runtime.cache.enabled=false",
+        f"hydra.sweep.dir={tmp_path / 'off'}",
+        cwd=tmp_path,
     )
     log = on.stdout + on.stderr
-    assert "1 training key(s) share their evaluation passes" in log
+    assert "1 training config(s) share their evaluation passes" in log
     assert log.count("rows from another job's evaluation") == 3 * 2  # 3 jobs x epochs 0, 1
     assert "rows from another job" not in off.stdout + off.stderr
     key = ["estimator", "probe.output", "epoch", "layer"]

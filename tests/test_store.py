@@ -13,22 +13,24 @@ import torch
 import infoflow.train as train_mod
 from infoflow.data import load_digits
 from infoflow.estimators import binning
-from infoflow.job import cache_dir, job_config_hash, training_key
+from infoflow.io import write_json
+from infoflow.job import cache_dir, job_config_hash
+from infoflow.job import training_key as key_of
 from infoflow.models import MLP
-from infoflow.store import TrainCache, save_json
-from infoflow.train import TrainerConfig, run
+from infoflow.store import CacheTimeout, TrainCache
+from infoflow.train import Recorder, TrainerConfig, run
 
 DATA = load_digits()
 TRAINER = TrainerConfig(epochs=3, batch_size=64)
 KEY = {"model": "mlp[32,16]", "data": "digits", "seed": 0, "trainer": "epochs 3 batch 64"}
 
 
-def job(cache: TrainCache | None, bins: int = 10, on_rows=None, trainer=TRAINER, **kw):
+def job(cache: TrainCache | None, bins: int = 10, recorder=None, trainer=TRAINER, **kw):
     torch.manual_seed(0)
     model = MLP(DATA.in_shape, DATA.n_classes, [32, 16])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     est = partial(binning, bins=bins)
-    return run(model, opt, DATA, est, trainer, 0, on_rows or (lambda r: None), cache=cache, **kw)
+    return run(model, opt, DATA, est, trainer, 0, recorder=recorder, cache=cache, **kw)
 
 
 def same(a: list[dict], b: list[dict]) -> bool:
@@ -73,22 +75,24 @@ class Stop(Exception):
     pass
 
 
-def stop_after(n_points: int):
-    seen = []
+class stop_after(Recorder):
+    """A recorder that fails at its n-th point, like a job killed there."""
 
-    def on_rows(rows):
-        seen.append(rows)
-        if len(seen) == n_points:
+    def __init__(self, n_points: int) -> None:
+        super().__init__()
+        self.n_points = n_points
+
+    def record(self, rows, done, train_state):
+        super().record(rows, done, train_state)
+        if done == self.n_points:
             raise Stop
-
-    return on_rows
 
 
 def test_a_dead_trainer_is_taken_over_from_the_latest_state(tmp_path, monkeypatch):
     """A trainer that stopped after point 2 leaves points 0..2; the next job trains only 3."""
     fresh = job(None)
     with pytest.raises(Stop):
-        job(TrainCache(tmp_path, KEY), on_rows=stop_after(3))
+        job(TrainCache(tmp_path, KEY), recorder=stop_after(3))
     cache = TrainCache(tmp_path, KEY)
     assert cache.load_point(2) is not None and cache.load_point(3) is None
     counter = CountSteps(monkeypatch)
@@ -137,15 +141,20 @@ def test_two_jobs_at_once_train_once_and_agree(tmp_path):
 
 def test_training_key_ignores_estimator_probe_and_runtime_keys(compose_cfg):
     cpu = torch.device("cpu")
+
+    def training_key(cfg, device):
+        return key_of(cfg, device, "fingerprint")
+
     base = training_key(compose_cfg(), cpu)
     for same in (
         "estimator.bins=10",
         "estimator=per_neuron",
         "probe.output=true",
-        "trainer.eval_batch_size=100",
-        "resume=true",
-        "threads=1",
-        "cache.dir=/elsewhere",
+        "probe.batch_size=100",
+        "runtime.resume=true",
+        "runtime.threads=1",
+        "runtime.cache.dir=/elsewhere",
+        "runtime.device=cpu",
     ):
         assert training_key(compose_cfg(same), cpu) == base, same
     for other in (
@@ -161,27 +170,46 @@ def test_training_key_ignores_estimator_probe_and_runtime_keys(compose_cfg):
         assert training_key(compose_cfg(other), cpu) != base, other
     assert training_key(compose_cfg(), torch.device("cuda")) != base
     assert training_key(compose_cfg("trainer.eval=1"), cpu) == base  # canonical form
-    fashion = training_key(compose_cfg("data=fashion_mnist"), cpu)
-    assert training_key(compose_cfg("data=fashion_mnist", "data.download=false"), cpu) == fashion
+    assert key_of(compose_cfg(), cpu, "other content") != base  # the data's content counts
+
+
+def test_training_key_covers_the_code_that_trains(compose_cfg):
+    """Every source file of the package counts, the entry point (which seeds the weights) too."""
+    import infoflow.io as io_mod
+
+    cpu = torch.device("cpu")
+    base = key_of(compose_cfg(), cpu, "f")
+    sources = sorted(Path(io_mod.__file__).parent.rglob("*.py"))
+    assert {"__main__.py", "train.py", "models.py", "data.py"} <= {p.name for p in sources}
+    real = Path.read_bytes
+    main = Path(io_mod.__file__).parent / "__main__.py"
+    try:
+        Path.read_bytes = lambda p: real(p) + (b"#" if p == main else b"")
+        assert key_of(compose_cfg(), cpu, "f") != base
+    finally:
+        Path.read_bytes = real
 
 
 def test_job_hash_ignores_runtime_keys_only(compose_cfg):
     base = job_config_hash(compose_cfg())
-    runtime = ("resume=true", "threads=1", "malloc=system", "cache.enabled=false")
+    runtime = ("runtime.resume=true", "runtime.threads=1", "runtime.cache.enabled=false")
     assert job_config_hash(compose_cfg(*runtime)) == base
     assert job_config_hash(compose_cfg("estimator.bins=10")) != base
 
 
 def test_cache_dir_choice(compose_cfg, tmp_path):
-    assert cache_dir(compose_cfg(), None) is None  # single run: the job's checkpoint suffices
-    assert cache_dir(compose_cfg(), str(tmp_path)) == tmp_path / ".train_cache"
-    assert cache_dir(compose_cfg("cache.enabled=false"), str(tmp_path)) is None
-    assert cache_dir(compose_cfg(f"cache.dir={tmp_path}/c"), None) == tmp_path / "c"
+    def root(*overrides, sweep=None):
+        return cache_dir(compose_cfg(*overrides).runtime, sweep)
+
+    assert root() is None  # single run: the job's checkpoint suffices
+    assert root(sweep=str(tmp_path)) == tmp_path / ".train_cache"
+    assert root("runtime.cache.enabled=false", sweep=str(tmp_path)) is None
+    assert root(f"runtime.cache.dir={tmp_path}/c") == tmp_path / "c"
 
 
 def test_atomic_json_leaves_no_temp_files(tmp_path):
-    save_json({"a": 1}, tmp_path / "s.json")
-    save_json({"a": 2}, tmp_path / "s.json")
+    write_json({"a": 1}, tmp_path / "s.json")
+    write_json({"a": 2}, tmp_path / "s.json")
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
     assert pd.read_json(tmp_path / "s.json", typ="series")["a"] == 2
 
@@ -191,8 +219,36 @@ def test_a_failing_job_lets_go_of_the_lock_at_once(tmp_path):
     cache = TrainCache(tmp_path, KEY)
     kept = None
     try:
-        job(cache, on_rows=stop_after(2))  # fails while it is the trainer
+        job(cache, recorder=stop_after(2))  # fails while it is the trainer
     except Stop as err:
         kept = err  # its traceback keeps the job's frames alive, as Hydra's JobReturn does
     with cache.try_lock() as mine:
         assert mine and kept is not None
+
+
+def _hold_lock(root: str, ready, stop) -> None:
+    cache = TrainCache(root, KEY)
+    with cache.try_lock() as mine:
+        assert mine
+        ready.set()
+        stop.wait(60)
+
+
+def test_a_waiting_job_names_the_holder_and_gives_up(tmp_path, caplog):
+    """A process that holds the lock and makes no progress (stopped, hung) must not make the
+    others wait forever: they log who they wait for, then fail with a clear error."""
+    ctx = mp.get_context("fork")
+    ready, stop = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, stop))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        cache = TrainCache(tmp_path, KEY, wait_s=0.5, poll_s=0.05)
+        with caplog.at_level("INFO"), pytest.raises(CacheTimeout) as info:
+            job(cache)
+        assert f"pid {holder.pid}" in caplog.text and "waiting for point 0" in caplog.text
+        msg = str(info.value)
+        assert msg.startswith("runtime.cache.wait_s:") and f"pid {holder.pid}" in msg
+    finally:
+        stop.set()
+        holder.join(30)

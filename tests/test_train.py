@@ -9,13 +9,13 @@ from functools import partial
 import pytest
 import torch
 
-from infoflow.config import ConfigError
+from infoflow.config import ConfigError, validate
 from infoflow.data import load_digits
 from infoflow.estimators import binning
-from infoflow.job import resolve_threads, validate_job_keys
+from infoflow.io import read_status
+from infoflow.job import Job, resolve_threads
 from infoflow.models import MLP
-from infoflow.store import JobDir
-from infoflow.train import Trainer, TrainerConfig, TrainingDiverged, run, train_epoch
+from infoflow.train import Trainer, TrainerConfig, TrainingDiverged, run
 
 DATA = load_digits()  # 1,437 train / 360 eval
 
@@ -28,7 +28,7 @@ def build(seed: int = 0, data=DATA):
 
 def go(trainer: TrainerConfig, seed: int = 0, **kw):
     model, opt = build(seed)
-    rows = run(model, opt, DATA, partial(binning, bins=10), trainer, seed, lambda r: None, **kw)
+    rows = run(model, opt, DATA, partial(binning, bins=10), trainer, seed, **kw)
     return rows, model
 
 
@@ -76,50 +76,53 @@ def test_trainer_state_round_trip_mid_epoch_continues_bit_for_bit():
     assert stats["train_loss"] > 0
 
 
-def test_train_epoch_matches_trainer():
-    model, opt = build()
-    gen = torch.Generator().manual_seed(0)
-    stats = train_epoch(model, opt, DATA, 64, gen)
-    trainer = Trainer(*build(), DATA, 64, seed=0)
-    assert trainer.train_to(trainer.per_epoch) == stats
-    assert same_params(model, trainer.model)
-
-
 def test_nan_loss_stops_keeps_rows_and_marks_status(tmp_path):
     bad = DATA.__class__("digits", DATA.x_train.clone(), DATA.y_train, DATA.x_eval, DATA.y_eval)
     bad.x_train[5] = float("nan")
     torch.manual_seed(0)
     model = MLP(bad.in_shape, bad.n_classes, [8])
     opt = torch.optim.Adam(model.parameters())
-    seen = []
-    job = JobDir(tmp_path, run_id="r1", config_hash="h")
-    with pytest.raises(TrainingDiverged, match=r"train_loss is nan.*optimizer\.lr"):
-        run(model, opt, bad, binning, TrainerConfig(epochs=3), 0, seen.extend, job=job)
-    assert [r["epoch"] for r in seen] == [0]  # the untrained point was measured and kept
-    status = job.read_status()
+    job = Job(tmp_path, config_hash="h", multirun=True)
+    with job.running():  # in a sweep the job ends quietly, its status says why
+        run(model, opt, bad, binning, TrainerConfig(epochs=3), 0, recorder=job)
+    assert [r["epoch"] for r in job.rows] == [0]  # the untrained point was measured and kept
+    status, _ = read_status(tmp_path)
     assert status["status"] == "failed" and "diverged" in status["error"]
-    assert (status["evals_done"], status["evals_total"], status["run_id"]) == (1, 4, "r1")
+    assert (status["evals_done"], status["evals_total"]) == (1, 4)
+    assert status["run_id"] == job.run_id
     assert job.load_checkpoint()["evals_done"] == 1
+    with pytest.raises(SystemExit, match=r"train_loss is nan.*optimizer\.lr"):  # a single run
+        with Job(tmp_path / "single", config_hash="h", multirun=False).running():
+            run(*build(), bad, binning, TrainerConfig(epochs=3), 0)
+
+
+def test_divergence_is_a_training_diverged_error():
+    bad = DATA.__class__("digits", DATA.x_train.clone(), DATA.y_train, DATA.x_eval, DATA.y_eval)
+    bad.x_train[5] = float("nan")
+    with pytest.raises(TrainingDiverged, match=r"over optimizer steps 1\.\.45"):
+        run(*build(), bad, binning, TrainerConfig(epochs=3, batch_size=32), 0)
 
 
 def test_status_json_running_then_completed(tmp_path):
-    job = JobDir(tmp_path, run_id="abc", config_hash="h")
     states = []
 
-    def watch(rows):
-        states.append(job.read_status())
+    class Watched(Job):
+        def record(self, rows, done, train_state):
+            states.append(read_status(tmp_path)[0])
+            super().record(rows, done, train_state)
 
+    job = Watched(tmp_path, config_hash="h", multirun=False)
     model, opt = build()
-    run(model, opt, DATA, binning, TrainerConfig(epochs=2), 0, watch, job=job)
+    run(model, opt, DATA, binning, TrainerConfig(epochs=2), 0, recorder=job)
     assert states[0]["status"] == "running" and states[0]["evals_done"] == 0
     assert states[-1]["evals_done"] == 2  # written after the previous evaluation
-    final = job.read_status()
+    final, _ = read_status(tmp_path)
     assert final == {
         "status": "completed",
         "error": None,
         "evals_done": 3,
         "evals_total": 3,
-        "run_id": "abc",
+        "run_id": job.run_id,
         "config_hash": "h",
     }
 
@@ -146,27 +149,29 @@ def test_threads_follow_the_launcher(monkeypatch):
     "override, key",
     [
         ("trainer.eval=sometimes", "trainer.eval"),
-        ("resume=maybe", "resume"),
-        ("threads=0", "threads"),
-        ("threads=many", "threads"),
-        ("malloc=jemalloc", "malloc"),
-        ("cache.enabled=2", "cache.enabled"),
+        ("runtime.resume=maybe", "runtime.resume"),
+        ("runtime.threads=0", "runtime.threads"),
+        ("runtime.threads=many", "runtime.threads"),
+        ("runtime.cache.enabled=2", "runtime.cache.enabled"),
+        ("runtime.cache.wait_s=0", "runtime.cache.wait_s"),
+        ("probe.batch_size=0", "probe.batch_size"),
     ],
 )
 def test_job_keys_are_validated(compose_cfg, override, key):
     cfg = compose_cfg(override)
     with pytest.raises(ConfigError) as info:
-        validate_job_keys(cfg)
+        validate(cfg)
     assert str(info.value).startswith(f"{key} must") and "got" in str(info.value)
 
 
 def test_default_job_keys_are_valid(compose_cfg):
     cfg = compose_cfg()
-    validate_job_keys(cfg)
-    assert (cfg.trainer.eval, cfg.resume, cfg.threads, cfg.malloc, cfg.cache.enabled) == (
+    validate(cfg)
+    rt = cfg.runtime
+    assert (cfg.trainer.eval, rt.resume, rt.threads, rt.cache.enabled, rt.device) == (
         "epoch",
         False,
         "auto",
-        "retain",
         True,
+        "auto",
     )
