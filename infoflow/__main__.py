@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from infoflow.config import UserError, deterministic_kernels, hidden_gpus, resolve_device, validate
 from infoflow.job import (
@@ -57,10 +57,11 @@ def main(cfg: DictConfig) -> None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     job = Job(hydra_cfg.runtime.output_dir, config_hash=None, multirun=multirun)
     with job.running():
-        validate(cfg)
         job.config_hash = job_config_hash(cfg)
-        if job.prepare(resume=cfg.runtime.resume):
+        # before validating: a job that fails must not leave an earlier job's rows under its name
+        if job.prepare(resume=OmegaConf.select(cfg, "runtime.resume") is True):
             return
+        validate(cfg)
         device = resolve_device(cfg.runtime.device)
         if cfg.runtime.device == "auto" and device.type == "cpu" and (hidden := hidden_gpus()):
             log.warning("runtime.device=auto runs on the CPU: %s", hidden)

@@ -136,7 +136,7 @@ def test_rows_are_keyed_by_the_estimator_code(tmp_path, monkeypatch):
     a, b = spec(bins=10), spec(bins=30)
     plan(TrainCache(tmp_path, KEY), a, b)
     job(TrainCache(tmp_path, KEY), a)
-    monkeypatch.setattr("infoflow.sharing.estimator_code_version", lambda: "edited")
+    monkeypatch.setattr("infoflow.io.code_version", lambda: "edited")
     counter = CountEvaluations(monkeypatch)
     job(TrainCache(tmp_path, KEY), b)
     assert counter.calls == 3  # rows stored by other estimator code are not served
