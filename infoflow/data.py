@@ -254,11 +254,8 @@ def _load_torchvision(
     if not isinstance(download, bool):
         raise DataError(f"data.download must be true or false, got {download!r}")
     # Hydra reads data.root=2024 as an int; a folder may have that name, a bool is a mistake
-    if root is not None and (
-        isinstance(root, bool) or not isinstance(root, (str, int, os.PathLike))
-    ):
-        raise DataError(f"data.root must be a folder or null, got {root!r}")
-    if root is not None and not str(root).strip():
+    folder_like = isinstance(root, (str, int, os.PathLike)) and not isinstance(root, bool)
+    if root is not None and (not folder_like or not str(root).strip()):
         raise DataError(f"data.root must be a folder or null, got {root!r}")
     target = Path(os.path.expanduser(str(root if root is not None else DEFAULT_ROOT)))
     shown = repr(str(root)) if root is not None else f"null (the default, {target})"

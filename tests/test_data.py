@@ -394,3 +394,20 @@ def test_corrupt_idx_files_name_the_key_and_file(tmp_path):
     (tmp_path / "short").write_bytes(bytes([0, 0, 8, 3, 0, 0]))
     with pytest.raises(DataError, match="header of 3 dimensions is cut short"):
         read_idx(tmp_path / "short")
+
+
+def test_fingerprint_benchmark_runs(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    write_tiny_mnist(tmp_path / "idx", gz=True)
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "bench_fingerprint.py"), "--reps", "2",
+         "--root", str(tmp_path / "idx")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("fashion_mnist: 0.1 MB; fingerprint (SHA-256) ")
+    assert "reading the IDX files" in lines[0] and lines[1].startswith("digits: 0.5 MB")

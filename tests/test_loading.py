@@ -162,9 +162,7 @@ def test_truncated_file_and_foreign_parquet(tmp_path):
     foreign = tmp_path / "f" / "results.parquet"
     foreign.parent.mkdir()
     pd.DataFrame({"a": [1, 2]}).to_parquet(foreign)
-    with pytest.raises(
-        LoadError, match=r"not an infoflow table \(no column run_id"
-    ):
+    with pytest.raises(LoadError, match=r"not an infoflow table \(no column run_id"):
         load(foreign.parent)
 
 
