@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -32,26 +33,72 @@ def test_bench_sweep_prints_the_reference_the_sweep_and_the_epoch_check(tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
+    rows = table(out)
+    stages = [stage for stage, _, _ in rows]
 
-    def seconds(stage: str) -> float:
-        match = re.search(rf"^{re.escape(stage)}\s+([\d.]+)", out, re.M)
-        assert match, f"no row {stage!r} in:\n{out}"
-        return float(match.group(1))
+    def row(stage: str) -> tuple[float, float | None]:
+        assert stages.count(stage) == 1, f"{stages.count(stage)} rows {stage!r} in:\n{out}"
+        _, secs, ratio = rows[stages.index(stage)]
+        return secs, ratio
 
-    # the reference ran as one process per bin count, timed end to end
+    # the reference ran as one process per bin count, timed end to end; its total is its parts
     assert out.count("as a process, end to end") == 2
-    start = seconds("notebook way: process start, imports, data sets")
-    total = seconds("notebook way: total, the notebook's schedule")
-    parts = seconds("notebook way: train (DataLoader, retrain per bins)") + seconds(
-        "notebook way: estimate after epochs 1..E"
-    )
-    assert start > 0 and total == pytest.approx(parts + start, abs=0.02)
-    # infoflow's runs interleaved with the reference's processes
-    assert seconds("infoflow sweep (cache on), run 1 (before the reference): wall") > 0
-    assert seconds("infoflow sweep (cache on), run 2 (after bins=10): wall") > 0
-    assert seconds("infoflow sweep (cache on), run 3 (after bins=30): wall") > 0
-    assert "speed-up of infoflow's mean run" in out
-    assert seconds("mlp1 epoch: bare fwd/bwd/step loop") > 0
-    assert seconds("mlp1 epoch: infoflow training loop") > 0
-    assert seconds("mlp1 estimate (binning 30) / loop") >= 0
+    start, _ = row("notebook way: process start, imports, data sets")
+    train, _ = row("notebook way: train (DataLoader, retrain per bins)")
+    estimate, _ = row("notebook way: estimate after epochs 1..E")
+    total, one = row("notebook way: total, the notebook's schedule")
+    estimate0, _ = row("notebook way: + estimate at epoch 0 (as in infoflow)")
+    same_rows, _ = row("notebook way: total, the same rows as infoflow")
+    assert start > 0 and one == 1.0
+    assert total == pytest.approx(train + estimate + start, abs=0.02)
+    assert same_rows == pytest.approx(total + estimate0, abs=0.02)
+    # infoflow's runs interleaved with the reference's processes: each run's ratio is the
+    # reference's total over its wall time, which holds its logged train and estimate time
+    whens = ["before the reference", "after bins=10", "after bins=30"]
+    walls = []
+    for i, when in enumerate(whens):
+        at = stages.index(f"infoflow sweep (cache on), run {i + 1} ({when}): wall")
+        (_, wall, ratio), (name_t, train_s, _), (name_e, estimate_s, _) = rows[at : at + 3]
+        assert name_t.strip() == "of which train / cache load (logged)"
+        assert name_e.strip() == "of which evaluate + estimate (logged)"
+        assert 0 < train_s + estimate_s <= wall + 0.01
+        assert_ratio(ratio, total, wall)
+        walls.append(wall)
+    mean, ratio = row("infoflow sweep, mean of 3 run(s)")
+    assert mean == pytest.approx(sum(walls) / 3, abs=0.01)
+    assert_ratio(ratio, total, mean)
+    speed_up = re.search(r"mean run: ([\d.]+)x against the notebook's schedule, ([\d.]+)x", out)
+    assert speed_up, out
+    assert float(speed_up.group(1)) == pytest.approx(ratio, abs=0.011)
+    assert_ratio(float(speed_up.group(2)), same_rows, mean)
+    # the epoch check: ratios to the bare loop, and shares of the infoflow loop
+    bare, one = row("mlp1 epoch: bare fwd/bwd/step loop")
+    loop, ratio = row("mlp1 epoch: infoflow training loop")
+    assert bare > 0 and one == 1.0
+    assert_ratio(ratio, loop, bare)
+    for stage in ("mlp1 eval pass with probes / loop", "mlp1 estimate (binning 30) / loop"):
+        secs, share = row(stage)
+        assert_ratio(share, secs, loop)
     assert "machine: " in out and "machine state at end" in out
+
+
+def table(out: str) -> list[tuple[str, float, float | None]]:
+    """The (stage, seconds, ratio) rows of the benchmark's table, in order."""
+    lines = out[out.index("\nstage ") + 1 :].splitlines()[1:]
+    rows = []
+    for line in lines:
+        match = re.fullmatch(r"(.+?)\s+(\d+\.\d\d)(?:\s+(\d+\.\d\d))?\s*", line)
+        if not match:
+            break
+        stage, secs, ratio = match.groups()
+        rows.append((stage, float(secs), None if ratio is None else float(ratio)))
+    return rows
+
+
+def assert_ratio(ratio: float | None, num: float, den: float) -> None:
+    """``ratio`` is ``num / den`` as far as the three printed figures' last digits allow."""
+    assert ratio is not None and den > 0
+    half = 0.005  # every figure is printed with 2 decimals
+    low = (num - half) / (den + half) - half
+    high = (num + half) / (den - half) + half if den > half else math.inf
+    assert low <= ratio <= high, f"{ratio} is not {num} / {den}"

@@ -17,8 +17,8 @@ import torch
 from scipy.special import logsumexp
 
 from infoflow.estimators import binning, check_params, kde, per_neuron
-from infoflow.estimators._common import discrete_mi, hash_rows, symbols
-from infoflow.estimators.binning import bin_codes, bin_layer, hash_uniform_bins, uniform_grid
+from infoflow.estimators._common import entropy_from_counts, hash_rows, symbols
+from infoflow.estimators.binning import bin_codes, hash_uniform_bins, uniform_grid
 
 BINNING = importlib.import_module("infoflow.estimators.binning")  # the module, not the function
 
@@ -35,6 +35,16 @@ def entropy_of(items) -> float:
     counts = np.array(list(Counter(items).values()), dtype=float)
     p = counts / counts.sum()
     return float(-(p * np.log2(p)).sum())
+
+
+def plug_in(t, y) -> tuple[float, float]:
+    """H(T) and I(T;Y) in bits of two symbol arrays, summed in the estimator's order."""
+    t_sym, k_t = symbols(t)
+    y_sym, k_y = symbols(y)
+    H_T = entropy_from_counts(np.bincount(t_sym, minlength=k_t))
+    H_Y = entropy_from_counts(np.bincount(y_sym, minlength=k_y))
+    H_TY = entropy_from_counts(np.bincount(t_sym * k_y + y_sym, minlength=k_t * k_y))
+    return H_T, max(H_T + H_Y - H_TY, 0.0)
 
 
 def ref_codes(T, bins=30, bin_width=None, range=None, strategy="uniform"):
@@ -253,12 +263,13 @@ def test_binning_equals_the_slow_reference(kw, seed):
 
 
 @pytest.mark.parametrize("shape", [(500, 64), (2000, 7), (50, 1)])
-def test_binning_default_is_the_original_algorithm_bit_for_bit(shape):
+def test_binning_default_is_the_numpy_algorithm_bit_for_bit(shape):
     rng = np.random.default_rng(3)
     T = np.maximum(rng.standard_normal(shape), 0).astype(np.float32)
     y = rng.integers(0, 10, shape[0])
     for bins in (2, 10, 30):
-        H_T, _, I_TY = discrete_mi(hash_rows(bin_layer(T, bins)), y)  # before this change
+        codes = np.minimum((T - T.min()) * np.float32(bins / (T.max() - T.min())), bins - 1)
+        H_T, I_TY = plug_in(hash_rows(codes.astype(np.uint16)), y)  # NumPy codes, NumPy hash
         r = binning(T, None, y, bins=bins)
         assert (r["I_XT"], r["I_TY"]) == (H_T, I_TY)
 
@@ -291,14 +302,13 @@ def formula_codes(T, lo, scale, n_bins):
         {"bins": 12, "range": (-0.5, 1.0)},
     ],
 )
-def test_hash_uniform_bins_is_hash_rows_of_the_codes_bit_for_bit(dtype, shape, kw, monkeypatch):
+def test_hash_uniform_bins_is_hash_rows_of_the_codes_bit_for_bit(dtype, shape, kw):
     T = relu_layer_with_ties(*shape, dtype)
     lo, scale, n_bins, _ = uniform_grid(T, **kw)
     ref = hash_rows(formula_codes(T, lo, scale, n_bins))
-    assert np.array_equal(hash_uniform_bins(T, lo, scale, n_bins), ref)  # exact float64 GEMM
+    assert np.array_equal(hash_uniform_bins(T, lo, scale, n_bins), ref)  # int64 wrap-around
     assert np.array_equal(hash_uniform_bins(T, lo, scale, n_bins, chunk=7), ref)  # ragged blocks
-    monkeypatch.setattr(BINNING, "_MAX_GEMM_DIGITS", 1)  # the int64 multiply-and-sum
-    assert np.array_equal(hash_uniform_bins(T, lo, scale, n_bins), ref)
+    assert np.array_equal(hash_uniform_bins(torch.from_numpy(T), lo, scale, n_bins), ref)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -324,53 +334,10 @@ def test_binning_wide_layers_with_many_equal_rows_equal_the_unique_rows_referenc
     lo, scale, n_bins, _ = uniform_grid(T, **grid)
     fast, k = symbols(hash_uniform_bins(T, lo, scale, n_bins))
     assert k == len(set(t.tolist())) == len(set(zip(fast.tolist(), t.tolist())))  # one partition
-    H_T, _, I_TY = discrete_mi(t, y)
+    H_T, I_TY = plug_in(t, y)
     assert r["I_XT"] == pytest.approx(H_T, abs=1e-12)
     assert r["I_TY"] == pytest.approx(I_TY, abs=1e-12)
     assert 1 < r["I_XT"] < r["H_max"] - 0.5  # many ties and distinct rows alike
-
-
-def wide_layer(n: int, d: int, seed: int) -> np.ndarray:
-    """A ReLU-like (n, d) layer whose rows are all distinct when binned."""
-    return np.maximum(np.random.default_rng(seed).normal(size=(n, d)), 0).astype(np.float32)
-
-
-@pytest.mark.parametrize("as_tensor", [False, True])
-@pytest.mark.parametrize("case", ["distinct", "distinct_off_probe", "ties", "narrow"])
-def test_distinctness_probe_keeps_every_number(case, as_tensor, monkeypatch):
-    n, d = 400, 2 * BINNING._PROBE_MIN_UNITS
-    T = wide_layer(n, d, seed=3)
-    probe = np.zeros(d, bool)
-    for run in BINNING._probe_runs(d):
-        probe[run] = True
-    if case == "distinct_off_probe":  # the probed units equal in every row, the others differ
-        T[:, probe] = 0.5
-    elif case == "ties":  # pairs of equal rows: the probe cannot decide
-        T[1::2] = T[::2]
-    elif case == "narrow":
-        T = T[:, : BINNING._PROBE_MIN_UNITS - 1]
-    y = np.random.default_rng(4).integers(0, 10, n)
-    layer = torch.from_numpy(T) if as_tensor else T
-    lo, scale, n_bins, _ = uniform_grid(T, bins=30)
-    found = BINNING.distinct_rows_hash(layer, lo, scale, n_bins)
-    assert (found is not None) == (case == "distinct")
-    fast = binning(layer, None, y, bins=30)
-    monkeypatch.setattr(BINNING, "distinct_rows_hash", lambda *a: None)
-    assert binning(layer, None, y, bins=30) == fast  # every key, bit for bit
-    _, t = np.unique(bin_codes(T, bins=30)[0], axis=0, return_inverse=True)
-    H_T, _, I_TY = discrete_mi(t.reshape(-1), y)
-    assert fast["I_XT"] == pytest.approx(H_T, abs=1e-12)
-    assert fast["I_TY"] == pytest.approx(I_TY, abs=1e-12)
-    if case == "ties":
-        assert fast["I_XT"] == pytest.approx(math.log2(n / 2))
-
-
-def test_probe_columns_are_runs_spread_over_the_layer():
-    assert BINNING._probe_runs(BINNING._PROBE_MIN_UNITS - 1) is None
-    for d in (BINNING._PROBE_MIN_UNITS, 6272, 12544):
-        cols = np.concatenate([np.arange(d)[run] for run in BINNING._probe_runs(d)])
-        assert len(cols) == len(set(cols.tolist())) == 8 * 64
-        assert cols[0] == 0 and cols[-1] == d - 1 and (np.diff(cols) > 0).all()
 
 
 def to_array(a):
@@ -397,6 +364,24 @@ def test_binning_reads_every_layout_and_dtype_alike():
     assert binning(half, None, y) == binning(half.astype(np.float32), None, y)  # exact upcast
 
 
+@pytest.mark.parametrize(
+    ("dtype", "work"), [(np.int16, np.float32), (np.uint8, np.float32), (np.int64, np.float64)]
+)
+def test_binning_converts_other_dtypes_as_numpy_promotes_them_with_float32(dtype, work):
+    rng = np.random.default_rng(5)
+    T, y = rng.integers(0, 20, (400, 2)).astype(dtype), rng.integers(0, 10, 400)
+    for kw in ({"bins": 30}, {"bins": 7, "range": [5, 15]}, {"bins": None, "bin_width": 3}):
+        ref = binning(T.astype(work), None, y, **kw)
+        assert binning(T, None, y, **kw) == binning(torch.from_numpy(T), None, y, **kw) == ref
+    assert 1 < ref["I_XT"] < ref["H_max"]
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0,)])
+def test_binning_refuses_an_empty_layer_with_its_shape(shape):
+    with pytest.raises(ValueError, match=rf"samples and units, got shape \({shape[0]},"):
+        binning(np.zeros(shape, np.float32), None, np.zeros(shape[0], int))
+
+
 def test_hash_uniform_bins_does_not_depend_on_the_thread_count():
     T = relu_layer_with_ties(300, 5000, np.float32, seed=6)
     lo, scale, n_bins, _ = uniform_grid(T, bins=30)
@@ -409,41 +394,16 @@ def test_hash_uniform_bins_does_not_depend_on_the_thread_count():
     assert np.array_equal(one, hash_uniform_bins(T, lo, scale, n_bins))
 
 
-def test_hash_uniform_bins_is_exact_where_the_float64_sums_are_largest(monkeypatch):
+def test_hash_uniform_bins_wraps_like_uint64_where_every_product_overflows(monkeypatch):
     d, n_bins = 4096, 65535
-    base, n_digits = BINNING._gemm_digits(d, n_bins - 1)
-    half = base // 2
-    m = (base ** (n_digits - 1) - 1) // 2  # balanced digits half, ..., half, 0
+    m = np.uint64(2**64 - 1)  # -1 as an int64: every product and partial sum wraps
     monkeypatch.setattr(BINNING, "hash_multipliers", lambda k: np.full(k, m, dtype=np.uint64))
-    T = np.ones((4, d), dtype=np.float32)  # codes n_bins - 1: each digit sum is d (n - 1) half
+    T = np.ones((4, d), dtype=np.float32)  # codes n_bins - 1
     T[0], T[2, -1], T[3] = 0.0, 0.0, 0.5
     lo, scale, n_bins, _ = uniform_grid(T, bins=n_bins)
     codes = formula_codes(T, lo, scale, n_bins)
-    assert codes[1].min() == n_bins - 1 and 2**52 < d * (n_bins - 1) * half <= 2**53
-    assert np.array_equal(hash_uniform_bins(T, lo, scale, n_bins), codes @ np.full(d, m, np.uint64))
-
-
-@pytest.mark.parametrize("base", [3, 257, 2**21 + 1, 2**32 + 1])
-def test_balanced_digits_rebuild_every_int64(base):
-    rng = np.random.default_rng(base % 1000)
-    m = np.r_[[-(2**63), -1, 0, 1, 2**63 - 1], rng.integers(-(2**63), 2**63 - 1, 200)]
-    n_digits = next(p for p in range(1, 70) if base**p > 2**64)
-    digits = BINNING._balanced_digits(m.astype(np.int64), base, n_digits)  # (P, d)
-    assert np.abs(digits).max() <= base // 2
-    assert [sum(int(e) * base**p for p, e in enumerate(col)) for col in digits.T] == m.tolist()
-
-
-@pytest.mark.parametrize("d", [1, 9, 512, 12544, 10**6])
-@pytest.mark.parametrize("cmax", [0, 1, 29, 255, 65534, 2**32 - 2])
-def test_gemm_digits_keep_every_partial_sum_exact_in_float64(d, cmax):
-    plan = BINNING._gemm_digits(d, cmax)
-    if plan is None:  # the int64 hash instead: only for huge layers with very many bins
-        assert d * cmax > 2**46
-        return
-    base, n_digits = plan
-    assert base % 2 == 1 and base**n_digits > 2**64 >= base ** (n_digits - 1)
-    assert d * max(cmax, 1) * (base // 2) <= 2**53
-    assert n_digits == 2 or d * cmax > 2**22  # two GEMM columns for common layers
+    assert codes[1].min() == n_bins - 1
+    assert np.array_equal(hash_uniform_bins(T, lo, scale, n_bins), codes @ np.full(d, m))
 
 
 def layer_at_the_bounds(n, d, dtype, lo=-0.1, hi=0.3, seed=0):
@@ -495,9 +455,21 @@ def test_frac_out_of_range_compares_in_the_layer_dtype_like_numpy(dtype, lo, hi)
     ref = binning(T, None, y, bins=4, range=[lo, hi])
     assert ref["frac_out_of_range"] == 2 / 6  # the ulp below lo and the ulp above hi
     assert binning(torch.from_numpy(T), None, y, bins=4, range=[lo, hi]) == ref
-    T[2] = np.nan  # was the ulp below lo; NaN is neither below nor above, in NumPy and torch
+    T[2] = np.inf  # was the ulp below lo; now above hi, clipped into the last bin
     grid = uniform_grid(T, bins=4, range=(lo, hi))
-    assert grid[3] == 1 / 6 and uniform_grid(torch.from_numpy(T), bins=4, range=(lo, hi)) == grid
+    assert grid[3] == 2 / 6 and uniform_grid(torch.from_numpy(T), bins=4, range=(lo, hi)) == grid
+
+
+@pytest.mark.parametrize(
+    "kw", [{"bins": 4, "range": [-1, 1]}, {"bins": 4}, {"bins": None, "bin_width": 0.1}]
+)
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_binning_refuses_nan_activations_with_any_range(kw, as_tensor):
+    T = np.random.default_rng(0).standard_normal((50, 3)).astype(np.float32)
+    T[7, 1] = np.nan  # its bin is undefined: no code, no cell
+    layer = torch.from_numpy(T) if as_tensor else T
+    with pytest.raises(ValueError, match=r"activations must be finite.*nan"):
+        binning(layer, None, np.zeros(50, int), **kw)
 
 
 @pytest.mark.parametrize(
@@ -507,7 +479,7 @@ def test_frac_out_of_range_compares_in_the_layer_dtype_like_numpy(dtype, lo, hi)
         [(0, 0, 2.0)],
         [(-1, -1, -1.0)],
         [(0, 0, 2.0), (-1, 3, -1.0)],
-        [(-1, 3, -1.0), (5, 1, np.nan)],
+        [(-1, 3, -1.0), (5, 1, np.inf)],
     ],
 )
 def test_frac_out_of_range_of_a_tensor_finds_values_outside_in_any_block(places):
@@ -515,12 +487,12 @@ def test_frac_out_of_range_of_a_tensor_finds_values_outside_in_any_block(places)
     for i, j, v in places:
         T[i, j] = v
     grid = uniform_grid(T, bins=4, range=(-0.5, 1.0))
-    assert grid[3] == sum(not np.isnan(v) for *_, v in places) / T.size
+    assert grid[3] == len(places) / T.size
     assert uniform_grid(torch.from_numpy(T), bins=4, range=(-0.5, 1.0)) == grid
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # NumPy's bound cast
-def test_binning_of_tensors_in_other_layouts_and_dtypes_equals_the_arrays(monkeypatch):
+def test_binning_of_tensors_in_other_layouts_and_dtypes_equals_the_arrays():
     T, y = layer_at_the_bounds(200, 60, np.float32)
     half = T.astype(np.float16)
     t = torch.from_numpy(T)
@@ -535,9 +507,6 @@ def test_binning_of_tensors_in_other_layouts_and_dtypes_equals_the_arrays(monkey
     ]
     for tensor, array, kw in cases:
         assert binning(tensor, None, y, **kw) == binning(array, None, y, **kw)
-    monkeypatch.setattr(BINNING, "_MAX_GEMM_DIGITS", 1)  # the int64 multiply-and-sum
-    for tensor, array, kw in cases:
-        assert binning(tensor, None, y, **kw) == binning(array, None, y, **kw)
 
 
 def test_binning_keeps_a_tensor_layer_off_numpy_on_the_uniform_path(monkeypatch):
@@ -545,15 +514,13 @@ def test_binning_keeps_a_tensor_layer_off_numpy_on_the_uniform_path(monkeypatch)
     refs = [binning(T, None, y, **kw) for kw in TENSOR_CASES]
     numpy = torch.Tensor.numpy
 
-    def small_only(self, *args, **kwargs):  # the (P, n) digit sums, n hashes or labels only
-        assert self.numel() <= 16 * len(T), f"a {tuple(self.shape)} tensor went to NumPy"
+    def small_only(self, *args, **kwargs):  # the n hashes or labels only
+        assert self.numel() <= len(T), f"a {tuple(self.shape)} tensor went to NumPy"
         return numpy(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "numpy", small_only)
     monkeypatch.setattr(BINNING, "as_2d", lambda a: pytest.fail("as_2d on the uniform path"))
     tensor, labels = torch.from_numpy(T), torch.from_numpy(y)
-    assert [binning(tensor, None, labels, **kw) for kw in TENSOR_CASES] == refs
-    monkeypatch.setattr(BINNING, "_MAX_GEMM_DIGITS", 1)
     assert [binning(tensor, None, labels, **kw) for kw in TENSOR_CASES] == refs
     with pytest.raises(pytest.fail.Exception, match="as_2d"):  # quantile: on the host
         binning(tensor, None, labels, bins=5, strategy="quantile")
@@ -676,8 +643,8 @@ def test_binning_on_cuda_equals_the_array_bit_for_bit(dtype, monkeypatch):  # pr
     tensor, labels = torch.from_numpy(T).cuda(), torch.from_numpy(y).cuda()
     cpu = torch.Tensor.cpu
 
-    def small_only(self, *args, **kwargs):  # the (P, n) digit sums, n hashes or labels only
-        assert self.numel() <= 16 * len(T), f"a {tuple(self.shape)} tensor went to the host"
+    def small_only(self, *args, **kwargs):  # the n hashes or labels only
+        assert self.numel() <= len(T), f"a {tuple(self.shape)} tensor went to the host"
         return cpu(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "cpu", small_only)
@@ -685,8 +652,6 @@ def test_binning_on_cuda_equals_the_array_bit_for_bit(dtype, monkeypatch):  # pr
     lo, scale, n_bins, _ = uniform_grid(T, bins=30)
     ref = hash_uniform_bins(T, lo, scale, n_bins)
     assert np.array_equal(hash_uniform_bins(tensor, lo, scale, n_bins, chunk=7), ref)
-    monkeypatch.setattr(BINNING, "_MAX_GEMM_DIGITS", 1)  # the int64 multiply-and-sum
-    assert [binning(tensor, None, labels, **kw) for kw in TENSOR_CASES] == refs
 
 
 # ------------------------------------------------------------------------------------------

@@ -50,22 +50,35 @@ def test_cnn_training_is_deterministic():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
-def test_cnn_pooling_before_relu_trains_bit_identically(activation):
-    """Pool-then-ReLU (the training path) against ReLU-then-pool: same logits, same steps."""
+def train_cnn(data: Dataset, activation: str, pool_first: bool | None = None):
+    """The CNN's weights after 3 epochs, and the activation's input shapes (C, H, W) seen."""
+    torch.manual_seed(0)
+    model = CNN(data.in_shape, 3, channels=4, activation=activation)
+    if pool_first is not None:
+        model.pool_first = pool_first
+    seen: set[tuple[int, ...]] = set()
+    model.act.register_forward_hook(lambda m, args, out: seen.add(tuple(args[0].shape[1:])))
+    trainer = Trainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), data, 16, seed=0)
+    trainer.train_to(3 * trainer.per_epoch)
+    return model.state_dict(), seen
+
+
+ACT_THEN_POOL = {(4, 12, 12), (8, 6, 6)}  # the activation on each conv's whole map
+POOL_THEN_ACT = {(4, 6, 6), (8, 3, 3)}  # on the pooled maps, 4x fewer values
+
+
+def test_cnn_pooling_before_relu_trains_bit_identically():
+    """Pool-then-ReLU (the ReLU net's training path) against ReLU-then-pool: the same steps."""
     data = tiny_data(n_train=96)
-
-    def train(pool_first: bool) -> dict[str, torch.Tensor]:
-        torch.manual_seed(0)
-        model = CNN(data.in_shape, 3, channels=4, activation=activation)
-        assert model.pool_first == (activation == "relu")
-        model.pool_first = pool_first and model.pool_first
-        trainer = Trainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), data, 16, seed=0)
-        trainer.train_to(3 * trainer.per_epoch)
-        return model.state_dict()
-
-    a, b = train(pool_first=True), train(pool_first=False)
+    (a, pooled), (b, full) = train_cnn(data, "relu"), train_cnn(data, "relu", pool_first=False)
+    assert (pooled, full) == (POOL_THEN_ACT, ACT_THEN_POOL)  # both orders ran
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cnn_with_tanh_trains_in_the_notebooks_order():
+    """tanh is not moved before the pooling (rounding ties would move the gradient)."""
+    _, seen = train_cnn(tiny_data(n_train=32), "tanh")
+    assert seen == ACT_THEN_POOL
 
 
 def test_cnn_logits_are_the_same_with_and_without_probes():

@@ -103,16 +103,6 @@ def symbols(values: np.ndarray) -> tuple[np.ndarray, int]:
     return inv.reshape(-1), len(uniq)
 
 
-def discrete_mi(t: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Plug-in H(T), H(Y) and I(T;Y) in bits for two discrete symbol arrays of equal length."""
-    t_sym, k_t = symbols(t)
-    y_sym, k_y = symbols(y)
-    H_T = entropy_from_counts(np.bincount(t_sym, minlength=k_t))
-    H_Y = entropy_from_counts(np.bincount(y_sym, minlength=k_y))
-    H_TY = entropy_from_counts(np.bincount(t_sym * k_y + y_sym, minlength=k_t * k_y))
-    return H_T, H_Y, max(H_T + H_Y - H_TY, 0.0)
-
-
 def diagnostics(I_XT: float, class_counts: np.ndarray) -> dict[str, Any]:
     """The columns every estimator adds to its row, to read an information plane safely.
 
