@@ -4,6 +4,8 @@
     python benchmarks/bench_estimators.py --speed       # timings only
     python benchmarks/bench_estimators.py --validation  # closed-form cases only
     python benchmarks/bench_estimators.py --dependence  # settings on a trained digits net
+    python benchmarks/bench_estimators.py --cost        # estimation vs an epoch, user's nets
+    python benchmarks/bench_estimators.py --wide        # renyi / sliced / kde MC validation
 
 Speed: one 10,000 x 512 ReLU layer (targets: binning <= 30 ms, KDE bounds <= 2 s on a 2-core
 CPU). Each row is the median (and min) of ``--repeat`` runs, interleaved so that load from other
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
-from infoflow.estimators import binning, kde
+from infoflow.estimators import binning, kde, renyi, sliced
 from infoflow.estimators._common import entropy_from_counts, hash_rows, symbols
 
 LN2 = math.log(2.0)
@@ -219,13 +221,172 @@ def dependence() -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+# ---------------------------------------------------------------------------------------------
+# cost: estimation against a training epoch, the user's nets on Fashion-MNIST
+
+COST_SETTINGS = {
+    "binning (default)": (binning, {}),
+    "renyi (default: batch_size 256, batches 4)": (renyi, {}),
+    "renyi batch_size 256, batches 1": (renyi, {"batches": 1}),
+    "renyi batch_size 128, batches 2": (renyi, {"batch_size": 128, "batches": 2}),
+    "sliced (default: 128 slices, 16 bins)": (sliced, {}),
+    "sliced 32 slices": (sliced, {"slices": 32}),
+    "kde_nn (bounds + MC)": (kde, {"noise_scale": "neighbour", "noise_var": 1.0}),
+}
+
+
+def cost(repeat: int, models: list[str]) -> None:
+    """Seconds of one training epoch (a bare Adam loop, batch 256) and of each estimator on all
+    probed layers of the same net, measured side by side in this process; the share is the
+    estimate over the epoch. Fashion-MNIST's 10,000 evaluation images."""
+    from infoflow.data import load_fashion_mnist
+    from infoflow.models import CNN, MLP
+
+    hidden = {"mlp1": [128], "mlp3": [256, 128, 64], "mlp5": [512, 256, 128, 64]}
+    data = load_fashion_mnist(download=False)
+    X, Y = data.x_eval, data.y_eval
+    print(f"\ntorch threads: {torch.get_num_threads()}; best of {repeat}\n")
+    print("| net | epoch | estimator | estimate, all layers | share of the epoch |")
+    print("| --- | ---: | --- | ---: | ---: |")
+    for name in models:
+        torch.manual_seed(0)
+        if name == "cnn":
+            model = CNN(data.in_shape, data.n_classes, channels=16)
+        else:
+            model = MLP(data.in_shape, data.n_classes, hidden[name])
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        epochs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for idx in torch.randperm(len(data.y_train), generator=gen).split(256):
+                loss = torch.nn.functional.cross_entropy(
+                    model(data.x_train[idx]), data.y_train[idx]
+                )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            epochs.append(time.perf_counter() - t0)
+        epoch = min(epochs)
+        with torch.no_grad():
+            model.eval()
+            layers = [p.flatten(1).contiguous() for p in model(X, probe=True)[1]]
+        for label, (est, kw) in COST_SETTINGS.items():
+            if est is kde and name == "cnn":
+                print(f"| {name} | {epoch:.2f} s | {label} | not run (O(N^2 d), 12,544 units) | |")
+                continue
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                for T in layers:
+                    est(T, X, Y, **kw)
+                times.append(time.perf_counter() - t0)
+            t = min(times)
+            print(f"| {name} | {epoch:.2f} s | {label} | {t:.3f} s | {t / epoch:.1%} |", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# wide: renyi, sliced and kde's Monte Carlo estimate on cases with a known answer
+
+
+def sliced_gaussian_truth(S_xx, S_xt, S_tt, n_dirs=400_000, seed=123) -> float:
+    """E over independent uniform directions of -1/2 log2(1 - rho^2), a large Monte Carlo."""
+    g = np.random.default_rng(seed)
+    th = g.standard_normal((n_dirs, len(S_xx)))
+    ph = g.standard_normal((n_dirs, len(S_tt)))
+    c = np.einsum("mi,ij,mj->m", th, S_xt, ph)
+    vx = np.einsum("mi,ij,mj->m", th, S_xx, th)
+    vt = np.einsum("mi,ij,mj->m", ph, S_tt, ph)
+    return float(np.mean(-0.5 * np.log2(1 - c**2 / (vx * vt))))
+
+
+def wide() -> None:
+    print("\n| case | estimator | exact | obtained |\n| --- | --- | ---: | --- |")
+    rng = np.random.default_rng(0)
+    for d_x, d_t, sd, seed in ((2, 2, 0.3, 0), (3, 2, 0.5, 1), (4, 3, 1.0, 2), (10, 10, 1.0, 3)):
+        g = np.random.default_rng(seed)
+        A = g.standard_normal((d_t, d_x))
+        X = g.standard_normal((20_000, d_x))
+        T = X @ A.T + sd * g.standard_normal((20_000, d_t))
+        exact = sliced_gaussian_truth(np.eye(d_x), A.T, A @ A.T + sd**2 * np.eye(d_t))
+        for bins, slices in ((16, 128), (32, 500)):
+            r = sliced(T, X, np.zeros(20_000, int), slices=slices, bins=bins)
+            print(
+                f"| Gaussian X in R^{d_x}, T = AX + N(0, {sd}^2 I_{d_t}), N = 20,000 "
+                f"| sliced bins={bins} slices={slices} | {exact:.4f} "
+                f"| {r['I_XT']:.4f} (se {r['I_XT_se']:.4f}) |"
+            )
+    X, T = rng.random((10_000, 20)), rng.standard_normal((10_000, 30))
+    y = rng.integers(0, 10, 10_000)
+    r = sliced(T, X, y)
+    print(
+        f"| X, T, Y independent (N = 10,000, d = 20, 30) | sliced (default) | 0 "
+        f"| I_XT {r['I_XT']:.4f}, I_TY {r['I_TY']:.4f} |"
+    )
+    for c in (2, 4, 8, 16):
+        yc = np.repeat(np.arange(c), 256 // c)
+        Tc = rng.standard_normal((c, 5))[yc] * 100
+        r = renyi(Tc, Tc, yc, width_rule="fixed", batch_size=256)
+        print(
+            f"| {c} equal well-separated clusters, n = 256 | renyi fixed width 1 "
+            f"| {math.log2(c):.4f} | I_XT {r['I_XT']:.4f}, I_TY {r['I_TY']:.4f} |"
+        )
+    Tn = rng.standard_normal((256, 20)) * 100
+    r = renyi(Tn, Tn, np.arange(256) % 4, width_rule="fixed", batch_size=256)
+    print(f"| identity Gram, n = 256 | renyi | 8.0000 | H_T {r['H_T']:.4f}, I_XT {r['I_XT']:.4f} |")
+    Xr = rng.random((300, 30))
+    Tr = np.tanh(Xr @ rng.standard_normal((30, 12)))
+    yr = (Tr[:, 0] > 0).astype(int) + 2 * (Tr[:, 1] > 0)
+    Q, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    perm = rng.permutation(300)
+    base = renyi(Tr, Xr, yr, batch_size=300)
+    for label, args in (
+        ("permuted samples", (Tr[perm], Xr[perm], yr[perm])),
+        ("rotated T", (Tr @ Q, Xr, yr)),
+        ("T x 13 + 4", (Tr * 13 + 4, Xr, yr)),
+    ):
+        r = renyi(*args, batch_size=300)
+        print(
+            f"| tanh layer, n = 300, {label} | renyi (one batch) | {base['I_XT']:.4f} / "
+            f"{base['I_TY']:.4f} | {r['I_XT']:.4f} / {r['I_TY']:.4f} |"
+        )
+    for label, make, v in (
+        ("1-d, N=150 Gaussian points", lambda g: g.standard_normal((150, 1)), 0.01),
+        ("1-d, N=150 Gaussian points", lambda g: g.standard_normal((150, 1)), 0.1),
+        ("1-d, N=150 Gaussian points", lambda g: g.standard_normal((150, 1)), 1.0),
+        (
+            "1-d, two clusters +-1, sd 0.2",
+            lambda g: np.r_[g.normal(-1, 0.2, 75), g.normal(1, 0.2, 75)][:, None],
+            0.1,
+        ),
+        ("1-d, grid of 40 on [-2, 2]", lambda g: np.linspace(-2, 2, 40)[:, None], 0.05),
+    ):
+        Tm = make(np.random.default_rng(0))
+        exact = mixture_entropy_1d(Tm[:, 0], v) / LN2 - 0.5 * math.log2(2 * math.pi * math.e * v)
+        r = kde(Tm, None, np.zeros(len(Tm), int), noise_var=v, mc_samples=len(Tm) * 300)
+        print(
+            f"| {label}, exact by quadrature | kde noise_var={v}, {len(Tm) * 300} draws "
+            f"| {exact:.4f} | {r['I_XT_lower']:.4f} <= MC {r['I_XT_mc']:.4f} "
+            f"(se {r['I_XT_mc_se']:.4f}) <= {r['I_XT_upper']:.4f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--speed", action="store_true", help="timings only")
     parser.add_argument("--validation", action="store_true", help="closed-form cases only")
     parser.add_argument("--dependence", action="store_true", help="settings on a trained net")
+    parser.add_argument("--cost", action="store_true", help="estimation vs a training epoch")
+    parser.add_argument("--wide", action="store_true", help="renyi, sliced, kde MC validation")
+    parser.add_argument("--models", default="mlp1,mlp3,mlp5,cnn", help="nets for --cost")
     parser.add_argument("--repeat", type=int, default=7, help="runs per timing (default 7)")
     args = parser.parse_args()
+    if args.cost:
+        cost(args.repeat, args.models.split(","))
+    if args.wide:
+        wide()
+    if args.cost or args.wide:
+        return
     both = not (args.speed or args.validation or args.dependence)
     if args.speed or both:
         speed(args.repeat)

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from infoflow import io
 from infoflow.config import UserError
+from infoflow.estimators.saturation import saturation_warning
 from infoflow.schedule import canonical
 from infoflow.train import Recorder
 
@@ -361,6 +362,8 @@ class Job(Recorder):
 
     def finish(self) -> None:
         self.write_status("completed")
+        if note := saturation_warning(pd.DataFrame(self.rows)):
+            log.warning("%s", note)
 
     # -- files --------------------------------------------------------------------------------
 

@@ -128,25 +128,14 @@ def runs_table(df: pd.DataFrame, varied: Sequence[str]) -> pd.DataFrame:
 
 
 def saturation_note(df: pd.DataFrame) -> str | None:
-    """A sentence when binned I(X;T) sits at its ceiling log2(n_samples) for many rows."""
-    if "n_samples" not in df.columns:
-        return None
-    if "saturated" in df.columns and df["saturated"].notna().any():
-        sat = df["saturated"].fillna(False).astype(bool)
-    else:
-        sat = df["I_XT"] >= 0.99 * np.log2(df["n_samples"].astype(float))
-    frac = float(sat.mean())
-    if frac < 0.25:
-        return None
-    n = sorted(df["n_samples"].dropna().unique())
-    return (
-        f"{frac:.0%} of the rows have I(X;T) within 1% of its ceiling log2(n_samples) = "
-        f"{', '.join(f'{np.log2(v):.2f}' for v in n)} bits: almost every evaluation sample has "
-        "its own bin pattern, so these I(X;T) measure the sample count, not the layer "
-        "(Saxe et al. 2018). Fewer bins (estimator.bins), more evaluation samples "
-        "(data=fashion_mnist: log2 10000 = 13.3 bits), probe.output=true (the 10-unit "
-        "softmax) or estimator=per_neuron give curves that move."
-    )
+    """A sentence when I(X;T) sits at its ceiling for a quarter of the rows or more.
+
+    The text is :func:`infoflow.estimators.saturation_warning`'s (the one jobs and sweeps
+    log), at the report's lower threshold.
+    """
+    from infoflow.estimators import saturation_warning  # imports torch: only when needed
+
+    return saturation_warning(df, min_fraction=0.25 - 1e-12)
 
 
 def default_out(source: Source) -> Path:

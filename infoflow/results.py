@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from infoflow import io
+from infoflow.estimators.saturation import saturation_warning
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,8 @@ def merge_sweep(
     result = MergeResult(merged, jobs)
     if summary:
         log_summary(result, root)
+        if merged is not None and (note := saturation_warning(merged)):
+            log.warning("sweep %s: %s", root, note)
     return result
 
 

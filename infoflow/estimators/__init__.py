@@ -11,13 +11,29 @@ A config option of the ``estimator`` group names the function (``_target_``) and
 
 - ``binning``: whole-layer plug-in entropies of binned rows (Shwartz-Ziv & Tishby 2017).
 - ``kde``: pairwise-distance bounds on the entropy of T + noise (Kolchinsky & Tracey 2017,
-  as Saxe et al. 2018).
+  as Saxe et al. 2018) and the Monte Carlo estimate between them (Goldfeld et al. 2019).
+- ``renyi``: matrix-based Renyi alpha-entropy MI from Gram matrices (Giraldo et al. 2015).
+- ``sliced``: sliced MI over random 1-D projections (Goldfeld & Greenewald 2021).
 - ``per_neuron``: the seed notebook's per-unit estimator.
+
+:func:`saturation_warning` turns a table's ``saturated`` column into a warning that names the
+estimators at their ceiling and the keys that would move them.
 """
 
 from infoflow.estimators._common import check_params
 from infoflow.estimators.binning import binning
 from infoflow.estimators.kde import kde
 from infoflow.estimators.per_neuron import per_neuron
+from infoflow.estimators.renyi import renyi
+from infoflow.estimators.saturation import saturation_warning
+from infoflow.estimators.sliced import sliced
 
-__all__ = ["binning", "check_params", "kde", "per_neuron"]
+__all__ = [
+    "binning",
+    "check_params",
+    "kde",
+    "per_neuron",
+    "renyi",
+    "saturation_warning",
+    "sliced",
+]

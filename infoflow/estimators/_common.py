@@ -24,6 +24,8 @@ SATURATION_TOL = 0.01
 STRATEGIES = ("uniform", "quantile")
 BIAS_CORRECTIONS = ("none", "miller_madow")
 PRECISIONS = ("auto", "float32", "float64")
+NOISE_SCALES = ("absolute", "variance", "neighbour")
+WIDTH_RULES = ("silverman", "fixed")
 
 
 def to_numpy(a: Any) -> np.ndarray:
@@ -206,3 +208,36 @@ def check_params(params: Mapping[str, Any]) -> None:
             _fail("noise_var", "must be a number > 0 (variance of the added Gaussian noise)", v)
     if "precision" in p and p["precision"] not in PRECISIONS:
         _fail("precision", f"must be one of {', '.join(PRECISIONS)}", p["precision"])
+    _check_new_estimators(p)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _check_new_estimators(p: Mapping[str, Any]) -> None:
+    """Keys of kde's noise scale and Monte Carlo estimate, of ``renyi`` and of ``sliced``."""
+    if "noise_scale" in p and p["noise_scale"] not in NOISE_SCALES:
+        _fail("noise_scale", f"must be one of {', '.join(NOISE_SCALES)}", p["noise_scale"])
+    mc = p.get("mc_samples")
+    if mc is not None and not (_is_int(mc) and mc >= 0):
+        _fail("mc_samples", "must be an integer >= 0 (0: no Monte Carlo estimate) or null", mc)
+    if "seed" in p and not (_is_int(p["seed"]) and p["seed"] >= 0):
+        _fail("seed", "must be an integer >= 0", p["seed"])
+    if "alpha" in p:
+        a = p["alpha"]
+        if not (_is_number(a) and math.isfinite(a) and a > 0 and a != 1):
+            _fail("alpha", "must be a number > 0 and != 1 (the Renyi order; 1.01 ~ Shannon)", a)
+    if "width" in p:
+        w = p["width"]
+        if not (_is_number(w) and math.isfinite(w) and w > 0):
+            _fail("width", "must be a number > 0 (the kernel width factor)", w)
+    if "width_rule" in p and p["width_rule"] not in WIDTH_RULES:
+        _fail("width_rule", f"must be one of {', '.join(WIDTH_RULES)}", p["width_rule"])
+    if "batch_size" in p and not (_is_int(p["batch_size"]) and p["batch_size"] >= 2):
+        _fail("batch_size", "must be an integer >= 2", p["batch_size"])
+    batches = p.get("batches")
+    if batches is not None and not (_is_int(batches) and batches >= 1):
+        _fail("batches", "must be an integer >= 1 or null (every full batch)", batches)
+    if "slices" in p and not (_is_int(p["slices"]) and p["slices"] >= 1):
+        _fail("slices", "must be an integer >= 1 (random directions averaged)", p["slices"])
