@@ -32,6 +32,7 @@ from infoflow.job import (
     training_config,
     training_key,
 )
+from infoflow.paths import config_dir
 from infoflow.sharing import SharedEstimates, plan_path
 from infoflow.store import TrainCache
 from infoflow.train import TrainerConfig, run
@@ -51,7 +52,7 @@ def build(node: Any, **kwargs: Any) -> Any:
         raise
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN

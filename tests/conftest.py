@@ -16,6 +16,10 @@ register_resolvers()  # ${infoflow.unique:} in hydra.run.dir, as the entry point
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
+# the runtime keys the Slurm and packaging tests pass
+RESUME_KEY = "runtime.resume"
+DEVICE_KEY = "runtime.device"
+
 
 @pytest.fixture
 def compose_cfg():

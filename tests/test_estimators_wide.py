@@ -432,7 +432,11 @@ def test_the_report_note_is_the_saturation_warning():
 @pytest.mark.slow
 def test_multirun_across_the_new_estimators_through_the_cli(cli, tmp_path):
     proc = cli(
-        "-m", "estimator=renyi,sliced,kde_nn", "model=mlp1", "trainer.epochs=1", "runtime.device=cpu"
+        "-m",
+        "estimator=renyi,sliced,kde_nn",
+        "model=mlp1",
+        "trainer.epochs=1",
+        "runtime.device=cpu",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (merged,) = tmp_path.glob("outputs/multirun/*/*/results.parquet")
