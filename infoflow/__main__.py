@@ -106,6 +106,7 @@ def main(cfg: DictConfig) -> None:
             eval_batch_size=cfg.probe.batch_size,
             recorder=job,
             resume=cfg.runtime.resume,
+            probe_samples=cfg.probe.samples,
             cache=cache,
             shared=shared,
         )

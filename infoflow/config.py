@@ -10,13 +10,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from infoflow.data import PROBE_SAMPLES
+from infoflow.errors import UserError
 from infoflow.estimators import check_params as check_estimator_params
-from infoflow.models import ACTIVATIONS
-
-
-class UserError(Exception):
-    """An error whose message is the whole story (bad input, a diverged loss): it is logged
-    without a traceback."""
+from infoflow.models import ACTIVATIONS, INITS
 
 
 class ConfigError(UserError, ValueError):
@@ -52,6 +49,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         f"must be one of {', '.join(sorted(ACTIVATIONS))}",
     ),
     "model.channels": _int_at_least(1),
+    "model.init": (lambda v: v in INITS, f"must be one of {', '.join(INITS)}"),
+    "probe.samples": (
+        lambda v: v in PROBE_SAMPLES,
+        f"must be one of {', '.join(PROBE_SAMPLES)} (the samples fed to the estimator)",
+    ),
     "runtime.device": (
         lambda v: isinstance(v, str) and v.split(":")[0] in ("auto", "cpu", "cuda", "mps"),
         "must be auto, cpu, cuda, cuda:N or mps",
@@ -73,7 +75,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 TOP_LEVEL = ("model", "data", "optimizer", "estimator", "seed", "probe", "trainer", "runtime")
 #: keys of the nodes without a ``_target_``
 NODE_KEYS = {
-    "probe": ("output", "batch_size"),
+    "probe": ("output", "batch_size", "samples"),
     "trainer": ("epochs", "batch_size", "eval"),
     "runtime": ("device", "threads", "resume", "cache"),
     "runtime.cache": ("enabled", "dir", "wait_s"),

@@ -1,6 +1,7 @@
 """Datasets as whole tensors: loaded once, moved to the job's device, sliced into batches.
 
-Images are float32 in [0, 1] with shape (n, channels, height, width); labels are int64.
+Images are float32 in [0, 1] with shape (n, channels, height, width); feature data sets
+(``tishby``: 12 bits per pattern) have shape (n, features); labels are int64.
 """
 
 from __future__ import annotations
@@ -8,14 +9,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from infoflow.config import UserError
+from infoflow.errors import UserError
 
 
 class DataError(UserError, RuntimeError):
@@ -23,6 +24,7 @@ class DataError(UserError, RuntimeError):
 
 
 SPLITS = ("x_train", "y_train", "x_eval", "y_eval")
+PROBE_SAMPLES = ("eval", "train", "all")  # probe.samples: what the estimator is fed
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Dataset:
     x_eval: torch.Tensor  # (M, C, H, W) float32
     y_eval: torch.Tensor  # (M,) int64
     source: str = ""
+    # probe.samples=all joins both splits once per device, not at every evaluation
+    _joined: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -63,6 +67,28 @@ class Dataset:
             h.update(f"{key} {t.dtype} {tuple(t.shape)};".encode())
             h.update(t.view(torch.uint8).numpy() if t.numel() else b"")  # raw bytes, no copy
         return h.hexdigest()
+
+    def probe_set(self, samples: str = "eval") -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs and labels the MI estimator sees (``probe.samples``).
+
+        ``eval``: the evaluation split; ``train``: the training split; ``all``: both, the
+        evaluation split first (its rows ``[:len(y_eval)]`` are the evaluation split, so one
+        pass gives the probes and the evaluation figures). The papers on the Tishby task
+        estimate on all 4,096 patterns.
+        """
+        if samples == "eval":
+            return self.x_eval, self.y_eval
+        if samples == "train":
+            return self.x_train, self.y_train
+        if samples != "all":
+            rule = f"must be one of {', '.join(PROBE_SAMPLES)}"
+            raise ValueError(f"probe.samples {rule}, got {samples!r}")
+        if "all" not in self._joined:
+            self._joined["all"] = (
+                torch.cat([self.x_eval, self.x_train]),  # (M + N, ...)
+                torch.cat([self.y_eval, self.y_train]),  # (M + N,)
+            )
+        return self._joined["all"]
 
     def to(self, device: torch.device | str) -> Dataset:
         """This data set on ``device``: itself when already there, else a copy that keeps the
@@ -118,6 +144,65 @@ def load_digits(test_size: float = 0.2, split_seed: int = 0) -> Dataset:
         ) from None
     t = torch.from_numpy
     return Dataset("digits", t(xtr), t(ytr), t(xte), t(yte), source=DIGITS_SOURCE)
+
+
+# ---------------------------------------------------------------------------------------------
+# tishby: the 12-bit task of Shwartz-Ziv & Tishby (2017), generated (their file may not be shipped)
+
+# The 12 bits are the vertices of an icosahedron: each vertex's five neighbours, and the six
+# pairs of opposite vertices (each vertex's one non-neighbour at distance 3).
+ICOSAHEDRON_NEIGHBOURS = (
+    (1, 3, 5, 10, 11), (0, 2, 3, 4, 11), (1, 3, 4, 8, 9), (0, 1, 2, 8, 10),
+    (1, 2, 6, 9, 11), (0, 6, 7, 10, 11), (4, 5, 7, 9, 11), (5, 6, 8, 9, 10),
+    (2, 3, 7, 9, 10), (2, 4, 6, 7, 8), (0, 3, 5, 7, 8), (0, 1, 4, 5, 6),
+)  # fmt: skip
+ICOSAHEDRON_OPPOSITE = ((0, 9), (1, 7), (2, 5), (3, 6), (4, 10), (8, 11))
+
+
+def tishby_patterns() -> tuple[np.ndarray, np.ndarray]:
+    """The 4,096 patterns of Shwartz-Ziv & Tishby (2017) and their labels, generated.
+
+    Row ``r`` of X is the 12-bit binary form of ``r``, most significant bit in column 0. With
+    k = ones, e = neighbour pairs with both bits on, a = opposite pairs with both on and
+    s = k(k-1)/2 - e - a (the remaining pairs of ones, at distance 2), the label is 1 exactly
+    when ``23k + e - 5s - 8a >= 99``: 2,118 ones, p = 0.51709, H(Y) = 0.99916 bits. The rule
+    was checked against all 4,096 labels of the authors' ``var_u.mat`` when it was derived;
+    the labels are invariant under the icosahedron's 120 symmetries (they depend only on k, e,
+    a).
+
+    Returns
+    -------
+    X : ndarray of shape (4096, 12), int64, values 0/1
+    y : ndarray of shape (4096,), int64, values 0/1
+    """
+    X = (np.arange(4096)[:, None] >> np.arange(11, -1, -1)) & 1  # (4096, 12), MSB first
+    edges = np.array([(i, j) for i, nb in enumerate(ICOSAHEDRON_NEIGHBOURS) for j in nb if i < j])
+    opposite = np.array(ICOSAHEDRON_OPPOSITE)
+    k = X.sum(1)  # (4096,)
+    e = (X[:, edges[:, 0]] & X[:, edges[:, 1]]).sum(1)  # (4096,) of 30 edges
+    a = (X[:, opposite[:, 0]] & X[:, opposite[:, 1]]).sum(1)  # (4096,) of 6 pairs
+    s = k * (k - 1) // 2 - e - a
+    y = (23 * k + e - 5 * s - 8 * a >= 99).astype(np.int64)
+    return X.astype(np.int64), y
+
+
+def load_tishby(test_size: float = 0.2, split_seed: int = 0) -> Dataset:
+    """The Tishby task as 12 float features (0/1) per pattern; a seeded random split.
+
+    ``in_shape`` is (12,): fully connected models take it; there is no image shape, so
+    ``model=cnn`` is refused. ``probe.samples=all`` estimates on all 4,096 patterns as the
+    papers do.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(f"data.test_size must be in (0, 1), got {test_size}")
+    X, y = tishby_patterns()
+    xtr, xte, ytr, yte = train_test_split(
+        X.astype(np.float32), y, test_size=test_size, random_state=split_seed
+    )
+    t = torch.from_numpy
+    return Dataset("tishby", t(xtr), t(ytr), t(xte), t(yte))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from infoflow import io
-from infoflow.config import UserError
+from infoflow.errors import UserError
 from infoflow.estimators.saturation import saturation_warning
 from infoflow.schedule import canonical
 from infoflow.train import Recorder

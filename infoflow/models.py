@@ -15,8 +15,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from infoflow.errors import UserError
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 IN_PLACE = {"relu": torch.relu_, "tanh": torch.tanh_}  # for passes without autograd
+INITS = ("torch", "truncated_normal")  # model.init of the MLP
+
+
+class ModelError(UserError, ValueError):
+    """A model cannot be built for this data set; the message says why and what would run."""
 
 
 def make_activation(name: str) -> nn.Module:
@@ -26,7 +33,15 @@ def make_activation(name: str) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """Fully connected net: flatten -> [Linear -> activation] * len(hidden) -> Linear."""
+    """Fully connected net: flatten -> [Linear -> activation] * len(hidden) -> Linear.
+
+    ``init``: ``torch`` keeps PyTorch's default initialisation of ``nn.Linear``;
+    ``truncated_normal`` draws every weight from a normal of std ``1/sqrt(fan_in)`` truncated
+    at two standard deviations, with zero biases, as the code of Shwartz-Ziv & Tishby (2017)
+    (``tf.truncated_normal``) and Saxe et al. (2018) does; ``model=ib_net`` uses it. The
+    softmax of the logits is the net's output (cross-entropy loss; ``probe.output=true``
+    measures it).
+    """
 
     def __init__(
         self,
@@ -34,14 +49,20 @@ class MLP(nn.Module):
         n_classes: int,
         hidden: Sequence[int] = (128,),
         activation: str = "relu",
+        init: str = "torch",
     ) -> None:
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"model.init must be one of {', '.join(INITS)}, got {init!r}")
         dims = [math.prod(in_shape), *hidden]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.act = make_activation(activation)
         self.out = nn.Linear(dims[-1], n_classes)
         self.probe_names = [f"fc{i + 1}" for i in range(len(hidden))]
         self.probe_units = list(hidden)
+        if init == "truncated_normal":
+            for layer in [*self.hidden, self.out]:
+                truncated_normal_(layer)
 
     def forward(self, x: torch.Tensor, probe: bool = False):
         h = x.flatten(1)  # (B, prod(in_shape))
@@ -51,6 +72,14 @@ class MLP(nn.Module):
             probes.append(h)
         logits = self.out(h)  # (B, n_classes)
         return (logits, probes) if probe else logits
+
+
+@torch.no_grad()
+def truncated_normal_(layer: nn.Linear) -> None:
+    """Weights ~ N(0, 1/fan_in) truncated to +-2 std (as ``tf.truncated_normal``), biases 0."""
+    std = 1.0 / math.sqrt(layer.in_features)
+    nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+    nn.init.zeros_(layer.bias)
 
 
 class CNN(nn.Module):
@@ -80,6 +109,12 @@ class CNN(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
+        if len(in_shape) != 3:
+            raise ModelError(
+                f"model=cnn needs image inputs shaped (channels, height, width), got in_shape "
+                f"{tuple(in_shape)}: this data set has no image shape (data=tishby is 12 bits "
+                "per pattern); use a fully connected model (model=ib_net, mlp1, mlp3 or mlp5)"
+            )
         c, h, w = in_shape
         pad = kernel_size // 2
         self.conv1 = nn.Conv2d(c, channels, kernel_size, padding=pad)

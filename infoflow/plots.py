@@ -59,6 +59,36 @@ def _fractional(x: pd.Series) -> bool:
     return bool(np.any(np.abs(x - np.round(x)) > 1e-9))
 
 
+def _log_spaced(x: pd.Series) -> bool:
+    """True when the evaluations are log-spaced (``trainer.eval=log:N``): fractions of an
+    epoch, or whole epochs (full batch: one step per epoch) spanning two decades or more with
+    most of them early (median below a tenth of the last), which a linear axis would crush."""
+    if _fractional(x):
+        return True
+    pos = x.to_numpy(dtype=float)
+    pos = pos[pos > 0]
+    if pos.size < 3:
+        return False
+    return bool(pos.max() >= 100 * pos.min() and np.median(np.unique(pos)) < 0.1 * pos.max())
+
+
+# Fixed information-plane axes for data sets whose ceilings are known: the Tishby task has
+# H(X) = 12 bits (4,096 equiprobable patterns) and H(Y) = 0.999 bits, the papers' 0-12 x 0-1.
+PLANE_LIMITS = {"tishby": ((0.0, 12.0), (0.0, 1.0))}
+
+
+def _plane_limits(df: pd.DataFrame, stats: pd.DataFrame) -> tuple[tuple, tuple]:
+    """The plane's x and y limits: the data set's fixed axes (``PLANE_LIMITS``) when every
+    row is of that data set and every point lies inside them, else the points' range."""
+    names = df["data"].dropna().unique() if "data" in df.columns else []
+    if len(names) == 1 and str(names[0]) in PLANE_LIMITS:
+        (x0, x1), (y0, y1) = PLANE_LIMITS[str(names[0])]
+        xs, ys = stats["I_XT"].to_numpy(), stats["I_TY"].to_numpy()
+        if (xs >= x0 - 1e-9).all() and (xs <= x1 + 1e-6).all() and (ys <= y1 + 1e-6).all():
+            return (x0 - 0.02 * x1, x1 * 1.02), (y0 - 0.02 * y1, y1 * 1.03)
+    return _limits(stats["I_XT"].to_numpy()), _limits(stats["I_TY"].to_numpy())
+
+
 def seed_stats(
     df: pd.DataFrame, by: Sequence[str], values: Sequence[str], level: float = 0.95
 ) -> pd.DataFrame:
@@ -168,8 +198,7 @@ def information_plane(
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     norm = _epoch_norm(stats["x"])
     colormap = colormaps[cmap]
-    xlim = _limits(stats["I_XT"].to_numpy())
-    ylim = _limits(stats["I_TY"].to_numpy())
+    xlim, ylim = _plane_limits(df, stats)
     h_max = _unique_float(np.log2(df["n_samples"])) if "n_samples" in df else None
     h_y = _unique_float(df["H_Y"]) if "H_Y" in df else None
     for ax, model in zip(axes.flat, models):
@@ -210,9 +239,12 @@ def information_plane(
             ax.set_xlabel(MI_LABELS["I_XT"])
 
     cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=colormap), ax=axes, pad=0.01, aspect=30)
-    cbar.set_label("epoch (0 = untrained" + (", log scale)" if _fractional(stats["x"]) else ")"))
-    if _fractional(stats["x"]):
-        cbar.set_ticks([t for t in (0, 0.01, 0.1, 1, 10, 100, 1000) if t <= norm.vmax])
+    log_scale = _log_spaced(stats["x"])
+    cbar.set_label("epoch (0 = untrained" + (", log scale)" if log_scale else ")"))
+    if log_scale:
+        cbar.set_ticks(
+            [0, *(t for t in 10.0 ** np.arange(-4, 8) if norm.linthresh <= t <= norm.vmax)]
+        )
         cbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         cbar.ax.yaxis.set_minor_locator(NullLocator())
     else:
@@ -300,9 +332,9 @@ def curves_vs_epoch(df: pd.DataFrame, *, title: str | None = None) -> Figure:
         )
         for ax in axes[row]:
             ax.grid(alpha=0.25, lw=0.5)
-    fractional = _fractional(stats["x"])
+    log_scale = _log_spaced(stats["x"])
     for ax in axes[-1]:
-        if fractional:  # log-spaced evaluations: a log axis past the first evaluation
+        if log_scale:  # log-spaced evaluations: a log axis past the first evaluation
             _log_epoch_axis(ax, stats["x"])
             ax.set_xlabel("epoch (log scale past the first step)")
         else:
@@ -327,11 +359,12 @@ def curves_vs_epoch(df: pd.DataFrame, *, title: str | None = None) -> Figure:
 
 
 def _finish(fig: Figure, handles: list, title: str | None) -> Figure:
-    """The shared legend below the panels, then the title."""
+    """The shared legend below the panels, then the title. At most one legend column per
+    2.2 inches of figure: a wider legend is cut at the figure's edges (a one-panel plane)."""
+    ncols = min(len(handles), 4, max(1, int(fig.get_figwidth() / 2.2)))
     fig.legend(
-        handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8.5,
-        frameon=False,
-    )  # fmt: skip
+        handles=handles, loc="outside lower center", ncols=ncols, fontsize=8.5, frameon=False
+    )
     _set_title(fig, title)
     return fig
 
@@ -353,7 +386,7 @@ def _log_epoch_axis(ax, x: pd.Series) -> None:
 def _epoch_norm(x: pd.Series) -> Normalize:
     """Colour scale of epochs: linear, or symlog when evaluations are log-spaced."""
     top = max(1.0, float(x.max()))
-    if _fractional(x) and (x > 0).any():
+    if _log_spaced(x) and (x > 0).any():
         return SymLogNorm(linthresh=float(x[x > 0].min()), linscale=0.4, vmin=0, vmax=top)
     return Normalize(vmin=0, vmax=top)
 

@@ -101,7 +101,8 @@ def facet_slug(facet: dict) -> str:
 def context_line(rows: pd.DataFrame, varied: Sequence[str]) -> str:
     """What a figure holds besides its facet: the fixed choices and the seeds averaged."""
     parts = []
-    for key in (*[g for g in GROUPS if g != "model"], "estimator.bins", "optimizer.lr"):
+    keys = ("estimator.bins", "estimator.bin_width", "optimizer.lr")
+    for key in (*[g for g in GROUPS if g != "model"], *keys):
         if key in rows.columns and key not in varied:
             values = rows[key].dropna().unique()
             if len(values) == 1:
@@ -127,14 +128,32 @@ def runs_table(df: pd.DataFrame, varied: Sequence[str]) -> pd.DataFrame:
     return out.sort_values([*keys, "run_id"]).reset_index(drop=True)
 
 
+# Data sets whose inputs are a finite set of equiprobable patterns: with every one of them
+# probed (``probe.samples=all``), log2(n_samples) = H(X) and I(X;T) at that ceiling means the
+# layer keeps all the input's information, a finding rather than an artifact of the count.
+INPUT_PATTERNS = {"tishby": 4096}
+
+
+def whole_input_space(df: pd.DataFrame) -> pd.Series:
+    """True for rows estimated on every input pattern of their data set (``INPUT_PATTERNS``)."""
+    if "data" not in df.columns:
+        return pd.Series(False, index=df.index)
+    patterns = df["data"].map(INPUT_PATTERNS)
+    return patterns.notna() & (df["n_samples"] == patterns)
+
+
 def saturation_note(df: pd.DataFrame) -> str | None:
     """A sentence when I(X;T) sits at its ceiling for a quarter of the rows or more.
 
     The text is :func:`infoflow.estimators.saturation_warning`'s (the one jobs and sweeps
-    log), at the report's lower threshold.
+    log), at the report's lower threshold. Rows that probe the whole input space (the Tishby
+    task with ``probe.samples=all``) are left out: there the ceiling is H(X) itself.
     """
     from infoflow.estimators import saturation_warning  # imports torch: only when needed
 
+    df = df[~whole_input_space(df)]
+    if df.empty:
+        return None
     return saturation_warning(df, min_fraction=0.25 - 1e-12)
 
 

@@ -129,8 +129,8 @@ class SharedEstimates:
         self.siblings: list[Sibling] = []
         for other in (planned or {}).get("specs", []):
             key = spec_hash(other, self.code)
-            if key == self.key or _batch(other) != _batch(spec):
-                continue  # another evaluation batch size rounds differently: not the same pass
+            if key == self.key or _pass(other) != _pass(spec):
+                continue  # another batch size rounds differently, other samples: another pass
             self.siblings.append(Sibling(key, _build_or_none(build, other), _probes_output(other)))
 
     @property
@@ -177,8 +177,10 @@ def _probes_output(spec: Mapping[str, Any]) -> bool:
     return bool((spec.get("probe") or {}).get("output", False))
 
 
-def _batch(spec: Mapping[str, Any]) -> Any:
-    return (spec.get("probe") or {}).get("batch_size")
+def _pass(spec: Mapping[str, Any]) -> tuple:
+    """What makes two specs' evaluation passes one: the batch size and the samples probed."""
+    probe = spec.get("probe") or {}
+    return probe.get("batch_size"), probe.get("samples", "eval")
 
 
 def _build_or_none(build: Callable[[Any], Estimator], spec: Mapping[str, Any]) -> Estimator | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from infoflow import io
-from infoflow.config import UserError
+from infoflow.errors import UserError
 
 try:  # POSIX; elsewhere jobs with the same key may both train (same numbers, first rename wins)
     import fcntl

@@ -3,9 +3,10 @@
 ``run`` reads top-down: resolve the evaluation schedule (``trainer.eval``, step 0 first),
 pick up the recorder's checkpoint when resuming, then walk the points. At each point the net's
 state comes either from training in this process or from the training cache (another job with
-the same training key trained it); the evaluation split goes through the net once without
-autograd and each probed layer goes to the estimator. The point's rows go to the recorder as
-soon as they exist (:class:`infoflow.job.Job` writes table, checkpoint and status).
+the same training key trained it); the probe samples (``probe.samples``, by default the
+evaluation split) go through the net once without autograd and each probed layer goes to the
+estimator. The point's rows go to the recorder as soon as they exist
+(:class:`infoflow.job.Job` writes table, checkpoint and status).
 
 Training stays on the data's device: an epoch shuffles an index tensor and slices batches;
 the loss and accuracy sums stay on the device and are read once per evaluation point (no
@@ -27,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infoflow.config import UserError
 from infoflow.data import Dataset, batches
+from infoflow.errors import UserError
 from infoflow.schedule import EvalPoint, eval_points, steps_per_epoch
 from infoflow.sharing import SharedEstimates
 from infoflow.store import TrainCache
@@ -93,6 +94,7 @@ def run(
     resume: bool = False,
     cache: TrainCache | None = None,
     shared: SharedEstimates | None = None,
+    probe_samples: str = "eval",
 ) -> list[dict]:
     """Evaluate the net at every point of ``trainer.eval``, training in between.
 
@@ -116,6 +118,10 @@ def run(
         The training cache of this job's training key, or None to train in this process.
     shared
         Rows shared with the other jobs of this training key (:mod:`infoflow.sharing`).
+    probe_samples
+        ``probe.samples``: the samples the estimator sees (``eval``, ``train`` or ``all``,
+        :meth:`infoflow.data.Dataset.probe_set`); the evaluation figures stay on the
+        evaluation split.
 
     Returns
     -------
@@ -126,7 +132,9 @@ def run(
     recorder = recorder or Recorder()
     learner = Trainer(model, optimizer, data, trainer.batch_size, seed)
     points = eval_points(trainer.eval, trainer.epochs, learner.per_epoch)
-    estimate = PointEstimate(model, data, estimator, eval_batch_size, probe_output, shared)
+    estimate = PointEstimate(
+        model, data, estimator, eval_batch_size, probe_output, shared, probe_samples
+    )
     rows, start, state = recorder.resume_from() if resume else ([], 0, None)
     if state is not None and cache is None:
         learner.load_state_dict(state)
@@ -346,13 +354,17 @@ def evaluate(
     batch_size: int,
     probe_output: bool = False,
     out: list[torch.Tensor] | None = None,
+    samples: str = "eval",
 ) -> tuple[dict[str, float], list[torch.Tensor]]:
-    """Run the evaluation split through the net once; return its metrics and the probes.
+    """Run the probe samples through the net once; return the evaluation metrics and probes.
 
-    The probes are one (n_eval, units) tensor per probed layer (a conv's map flattened
-    channel-major), on the data's device; with
-    ``probe_output`` the softmax output (n_eval, n_classes) is appended as the last layer.
-    Each batch's probes are copied into preallocated (n_eval, units) tensors as they come
+    The probes are one (n_probe, units) tensor per probed layer (a conv's map flattened
+    channel-major), on the data's device, over the samples ``data.probe_set(samples)``
+    (``probe.samples``: the evaluation split, the training split, or both); with
+    ``probe_output`` the softmax output (n_probe, n_classes) is appended as the last layer.
+    ``eval_loss`` and ``eval_acc`` are always over the evaluation split: the first rows of the
+    pass when it holds them, else (``samples="train"``) one more pass without probes.
+    Each batch's probes are copied into preallocated (n_probe, units) tensors as they come
     (one copy, no ``torch.cat`` of all the batches at the end: the CNN's conv1 probe alone is
     10,000 x 12,544 floats, 500 MB, on Fashion-MNIST). The batch size changes memory and
     speed only, not the values (up to float rounding of the summation order).
@@ -367,28 +379,38 @@ def evaluate(
     """
     model.eval()
     loss_sum, correct = 0.0, 0
-    n = len(data.y_eval)
-    if data.x_eval.device.type == "cpu":  # a GPU runs the configured batch size
+    x_probe, y_probe = data.probe_set(samples)  # (n, ...), (n,): the evaluation split first
+    n = len(y_probe)
+    eval_rows = len(data.y_eval) if samples != "train" else 0  # leading rows of the pass
+    if x_probe.device.type == "cpu":  # a GPU runs the configured batch size
         batch_size = eval_batch_rows(model, batch_size)
-    layers: list[torch.Tensor] = []  # [(n_eval, units)], allocated at the first batch
+    layers: list[torch.Tensor] = []  # [(n, units)], allocated at the first batch
     start = 0
-    for x, y in zip(data.x_eval.split(batch_size), data.y_eval.split(batch_size)):
+    for x, y in zip(x_probe.split(batch_size), y_probe.split(batch_size)):
         logits, probes = model(x, probe=True)  # (B, n_classes), [(B, *unit_shape)]
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        m = min(len(y), max(0, eval_rows - start))  # this batch's evaluation rows (first)
+        if m:
+            loss_sum += F.cross_entropy(logits[:m], y[:m], reduction="sum")
+            correct += (logits[:m].argmax(1) == y[:m]).sum()
         if probe_output:
             probes = [*probes, logits.softmax(1)]  # (B, n_classes)
         if len(y) == n:  # one batch: the probes are the layers, no copy for dense ones
-            layers = [p.flatten(1).contiguous() for p in probes]  # [(n_eval, units)]
+            layers = [p.flatten(1).contiguous() for p in probes]  # [(n, units)]
             break
         if not layers:
-            layers = reuse_or_allocate(out, probes, n)  # [(n_eval, units)]
+            layers = reuse_or_allocate(out, probes, n)  # [(n, units)]
         for layer, p in zip(layers, probes):
             # one strided copy, channel-major whatever p's memory format (a conv's NHWC map
             # goes straight into its rows: no flattened temporary)
             layer[start : start + len(y)].view(p.shape).copy_(p)  # (B, *unit_shape)
         start += len(y)
-    metrics = {"eval_loss": float(loss_sum) / n, "eval_acc": float(correct) / n}
+    if samples == "train":  # the evaluation split is not in the pass: its figures alone
+        for x, y in zip(data.x_eval.split(batch_size), data.y_eval.split(batch_size)):
+            logits = model(x)  # (B, n_classes)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+    n_eval = len(data.y_eval)
+    metrics = {"eval_loss": float(loss_sum) / n_eval, "eval_acc": float(correct) / n_eval}
     return metrics, layers
 
 
@@ -410,10 +432,12 @@ class PointEstimate:
         eval_batch_size: int,
         probe_output: bool = False,
         shared: SharedEstimates | None = None,
+        samples: str = "eval",
     ) -> None:
         self.model, self.data, self.estimator = model, data, estimator
         self.eval_batch_size, self.probe_output, self.shared = eval_batch_size, probe_output, shared
-        self.buffers: list[torch.Tensor] | None = None  # [(n_eval, units)], reused
+        self.samples = samples  # probe.samples
+        self.buffers: list[torch.Tensor] | None = None  # [(n_probe, units)], reused
 
     def __call__(self, point: EvalPoint, train_stats: dict) -> tuple[list[dict], str]:
         shared = self.shared
@@ -422,13 +446,14 @@ class PointEstimate:
             return stored, "rows from another job's evaluation"
         with_output = self.probe_output or (shared is not None and shared.needs_output)
         eval_stats, self.buffers = evaluate(
-            self.model, self.data, self.eval_batch_size, with_output, out=self.buffers
+            self.model, self.data, self.eval_batch_size, with_output, self.buffers, self.samples
         )
         figures = {**train_stats, **eval_stats}
 
         def rows(estimator: Estimator, layers: list[torch.Tensor], output: bool) -> list[dict]:
             used = layers if output else layers[: len(self.model.probe_names)]
-            measured = measure(used, self.data, estimator, probe_names(self.model, output))
+            names = probe_names(self.model, output)
+            measured = measure(used, self.data, estimator, names, self.samples)
             return [{"epoch": point.epoch, "step": point.step, **r, **figures} for r in measured]
 
         new = rows(self.estimator, self.buffers, self.probe_output)
@@ -448,12 +473,17 @@ def reuse_or_allocate(
 
 
 def measure(
-    layers: list[torch.Tensor], data: Dataset, estimator: Estimator, names: list[str]
+    layers: list[torch.Tensor],
+    data: Dataset,
+    estimator: Estimator,
+    names: list[str],
+    samples: str = "eval",
 ) -> list[dict]:
-    """One row per probed layer: its estimates and extras."""
+    """One row per probed layer: its estimates and extras, on ``data.probe_set(samples)``."""
+    X, Y = data.probe_set(samples)  # the samples the layers hold, in the same order
     rows = []
     for i, (name, T) in enumerate(zip(names, layers), start=1):
-        est = estimator(T, data.x_eval, data.y_eval)
+        est = estimator(T, X, Y)
         rows.append({"layer": i, "layer_name": name, "units": T.shape[1], **est})
     return rows
 

@@ -50,7 +50,7 @@ def test_every_model_builds_and_runs(compose_cfg, model, activation):
     net = instantiate(cfg.model, in_shape=(1, 8, 8), n_classes=10)
     logits, probes = net(torch.rand(3, 1, 8, 8), probe=True)
     assert logits.shape == (3, 10)
-    assert len(probes) == {"mlp1": 1, "mlp3": 3, "mlp5": 4, "cnn": 2}[model]
+    assert len(probes) == {"mlp1": 1, "mlp3": 3, "mlp5": 4, "cnn": 2, "ib_net": 5}[model]
 
 
 @pytest.mark.parametrize("optimizer", GROUPS["optimizer"])
@@ -110,11 +110,13 @@ def test_experiment_seed_is_the_notebook(compose_cfg):
         ("+optimizer.lrate=1", "optimizer.lrate is not a key of optimizer torch.optim.Adam"),
         ("+data.roots=x", "data.roots is not a key of data infoflow.data.load_digits"),
         ("model.hidden=[]", "model.hidden must be a non-empty list of integers >= 1"),
+        ("model=ib_net model.init=xavier", "model.init must be one of torch, truncated_normal"),
+        ("probe.samples=foo", "probe.samples must be one of eval, train, all"),
     ],
 )
 def test_bad_values_name_key_rule_and_value(compose_cfg, override, message):
     with pytest.raises(ConfigError) as err:
-        validate(compose_cfg(override))
+        validate(compose_cfg(*override.split()))
     assert message in str(err.value)
 
 
