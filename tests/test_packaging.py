@@ -65,6 +65,10 @@ def _build_wheel(out: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("INFOFLOW_WHEEL_CHECKED") == "1",
+    reason=".ci/run has built the wheel and run the user's 8-job sweep from it already",
+)
 def test_the_wheel_runs_the_users_sweep_from_an_empty_directory(tmp_path):
     """Wheel -> new venv -> `infoflow -m ...` elsewhere: 8 job tables and the merged table.
 
