@@ -274,6 +274,30 @@ def test_binning_default_is_the_numpy_algorithm_bit_for_bit(shape):
         assert (r["I_XT"], r["I_TY"]) == (H_T, I_TY)
 
 
+@pytest.mark.parametrize(
+    ("kw", "I_XT", "I_TY"),
+    [
+        ({"bins": 2}, "0x1.0bc63d6e01ee2p+0", "0x1.04a8fde510580p-3"),
+        ({"bins": 3, "range": [0.0, 1.0]}, "0x1.715e2e81a75d6p+3", "0x1.a7b704560ab04p+1"),
+        ({"bins": None, "bin_width": 1.5}, "0x1.cedd867eabdf3p+1", "0x1.9dbced48dc790p-2"),
+        (
+            {"bins": 2, "bias_correction": "miller_madow"},
+            "0x1.0f973da0de1dcp+0",
+            "0x1.64d866d71fe5bp-4",
+        ),
+    ],
+)
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_binning_keeps_the_estimates_of_earlier_versions_bit_for_bit(kw, I_XT, I_TY, as_tensor):
+    """Outputs of the float64-GEMM-hash version (commit fcbdbd0), frozen: a rewrite of the
+    binning must keep every bit of the numbers users have in their tables."""
+    rng = np.random.default_rng(11)
+    T = np.maximum(rng.standard_normal((3000, 48)) - 0.8, 0).astype(np.float32)
+    y = rng.integers(0, 10, 3000)
+    r = binning(torch.from_numpy(T) if as_tensor else T, None, y, **kw)
+    assert (r["I_XT"].hex(), r["I_TY"].hex()) == (I_XT, I_TY)
+
+
 def relu_layer_with_ties(n, d, dtype, seed=0):
     """ReLU-like activations with many equal rows: ~70% zeros, dead units, repeated rows."""
     rng = np.random.default_rng(seed)
