@@ -229,10 +229,10 @@ def merge_sweep(
         (root / io.SWEEP_TABLE).unlink(missing_ok=True)  # never leave an earlier sweep's rows
         log.warning("no readable %s under %s: no %s written", io.JOB_TABLE, root, io.SWEEP_TABLE)
     result = MergeResult(merged, jobs)
-    if summary:
-        log_summary(result, root)
+    if summary:  # the saturation note first: the jobs that did not complete are said last
         if merged is not None and (note := saturation_warning(merged)):
             log.warning("sweep %s: %s", root, note)
+        log_summary(result, root)
     return result
 
 
