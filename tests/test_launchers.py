@@ -36,9 +36,13 @@ def sweeps(tmp_path_factory):
     out = {}
     for launcher in LAUNCHERS:
         sweep_dir = root / launcher
+        # one torch thread everywhere: joblib's workers get one each from threads=auto (every
+        # core busy), and another thread count sums the same floats in another order
+        threads = () if launcher == "joblib" else ("runtime.threads=1",)
         proc = run_cli(
-            *SWEEP, f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}", cwd=root
-        )
+            *SWEEP, *threads, f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}",
+            cwd=root,
+        )  # fmt: skip
         out[launcher] = (proc, sweep_dir)
     return out
 
