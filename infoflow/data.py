@@ -6,8 +6,11 @@ Images are float32 in [0, 1] with shape (n, channels, height, width); feature da
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import importlib.util
+import math
 import os
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -119,31 +122,105 @@ def _from_uint8(name: str, source: str, xtr, ytr, xte, yte) -> Dataset:
 DIGITS_SOURCE = "sklearn.datasets.load_digits"
 
 
-def load_digits(test_size: float = 0.2, split_seed: int = 0) -> Dataset:
-    """scikit-learn's 1,797 8x8 digits, pixels scaled to [0, 1], a fixed stratified split."""
-    from sklearn.datasets import load_digits as sk_load_digits
-    from sklearn.model_selection import train_test_split
-
+def check_split(test_size: float, split_seed: int) -> None:
+    """``data.test_size`` in (0, 1) and ``data.split_seed`` an integer >= 0, or a DataError."""
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
         raise DataError(f"data.test_size must be a number in (0, 1), got {test_size!r}")
     if not 0.0 < test_size < 1.0:
         raise DataError(f"data.test_size must be in (0, 1), got {test_size}")
     if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
         raise DataError(f"data.split_seed must be an integer >= 0, got {split_seed!r}")
-    bunch = sk_load_digits()
-    x = (bunch.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
-    y = bunch.target.astype(np.int64)
-    try:
-        xtr, xte, ytr, yte = train_test_split(
-            x, y, test_size=test_size, stratify=y, random_state=split_seed
-        )
-    except ValueError as err:  # a split too small to hold every class once
+
+
+def _approximate_mode(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Per-class draws closest to ``counts / counts.sum() * n_draws``, ties broken by ``rng``
+    (scikit-learn's ``_approximate_mode``, step for step)."""
+    continuous = counts / counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need = int(n_draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add = min(len(inds), need)
+            floored[rng.choice(inds, size=add, replace=False)] += 1
+            need -= add
+            if need == 0:
+                break
+    return floored.astype(int)
+
+
+def split_indices(
+    n: int, test_size: float, seed: int, stratify: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices of ``sklearn.model_selection.train_test_split(..., test_size,
+    random_state=seed, stratify=stratify)``, drawn the same way without importing
+    scikit-learn (about 2 s of every job's start); ``tests/test_data.py`` checks both agree.
+
+    Raises
+    ------
+    DataError
+        when a stratified split cannot hold every class in both parts.
+    """
+    n_test = math.ceil(test_size * n)
+    n_train = n - n_test
+    rng = np.random.RandomState(seed)
+    if stratify is None:
+        perm = rng.permutation(n)
+        return perm[n_test:], perm[:n_test]
+    classes, y_idx, counts = np.unique(stratify, return_inverse=True, return_counts=True)
+    if min(n_train, n_test) < len(classes) or counts.min() < 2:
         raise DataError(
-            f"data.test_size must leave at least one sample of each of the 10 classes in both "
-            f"splits of {len(y)}, got {test_size} ({err})"
-        ) from None
+            f"data.test_size must leave at least one sample of each of the {len(classes)} "
+            f"classes in both splits of {n}, got {test_size} ({n_train} train, {n_test} test)"
+        )
+    by_class = np.split(np.argsort(y_idx, kind="stable"), np.cumsum(counts)[:-1])
+    n_i = _approximate_mode(counts, n_train, rng)
+    t_i = _approximate_mode(counts - n_i, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for i in range(len(classes)):
+        members = by_class[i].take(rng.permutation(counts[i]), mode="clip")
+        train.extend(members[: n_i[i]])
+        test.extend(members[n_i[i] : n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(test)
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 8x8 digits as (images (1797, 8, 8) float64 in 0..16, labels).
+
+    Read from the CSV file that ships inside scikit-learn, found without importing it (its
+    import costs about 2 s); ``sklearn.datasets.load_digits`` if the file is not where it
+    used to be.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if csv is None or not csv.is_file():  # pragma: no cover - another scikit-learn layout
+        from sklearn.datasets import load_digits as sk_load_digits
+
+        bunch = sk_load_digits()
+        return bunch.images, bunch.target
+    table = np.loadtxt(csv, delimiter=",")  # (1797, 65): 64 pixels and the label
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+
+
+def load_digits(test_size: float = 0.2, split_seed: int = 0) -> Dataset:
+    """scikit-learn's 1,797 8x8 digits, pixels scaled to [0, 1], a fixed stratified split.
+
+    Made once per process and split: a sweep's jobs share it (nothing writes to a data set).
+    """
+    check_split(test_size, split_seed)
+    return _digits(float(test_size), split_seed)
+
+
+@functools.cache
+def _digits(test_size: float, split_seed: int) -> Dataset:
+    images, target = digits_arrays()
+    x = (images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
+    y = target.astype(np.int64)
+    train, test = split_indices(len(y), test_size, split_seed, stratify=y)
     t = torch.from_numpy
-    return Dataset("digits", t(xtr), t(ytr), t(xte), t(yte), source=DIGITS_SOURCE)
+    return Dataset("digits", t(x[train]), t(y[train]), t(x[test]), t(y[test]), source=DIGITS_SOURCE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,16 +270,12 @@ def load_tishby(test_size: float = 0.2, split_seed: int = 0) -> Dataset:
     ``model=cnn`` is refused. ``probe.samples=all`` estimates on all 4,096 patterns as the
     papers do.
     """
-    from sklearn.model_selection import train_test_split
-
-    if not 0.0 < test_size < 1.0:
-        raise ValueError(f"data.test_size must be in (0, 1), got {test_size}")
+    check_split(test_size, split_seed)
     X, y = tishby_patterns()
-    xtr, xte, ytr, yte = train_test_split(
-        X.astype(np.float32), y, test_size=test_size, random_state=split_seed
-    )
+    train, test = split_indices(len(y), test_size, split_seed)
+    x = X.astype(np.float32)  # (4096, 12)
     t = torch.from_numpy
-    return Dataset("tishby", t(xtr), t(ytr), t(xte), t(yte))
+    return Dataset("tishby", t(x[train]), t(y[train]), t(x[test]), t(y[test]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -240,6 +242,8 @@ class Job(Recorder):
         self.multirun = multirun
         self.run_id = new_run_id()
         self.meta: dict[str, Any] = {}  # the columns of every row (:func:`job_meta`)
+        self._table: pa.Table | None = None  # the rows written so far, as Arrow
+        self._train_state: Mapping | None = None  # at the last evaluation recorded
 
     # -- the one failure route ----------------------------------------------------------------
 
@@ -301,7 +305,7 @@ class Job(Recorder):
                 log.info("resume: %s is completed, skipping", self.path)
                 return True
             ckpt = self.load_checkpoint()
-            if ckpt and ckpt["evals_done"] == status.get("evals_total"):
+            if ckpt and ckpt.get("rows") and ckpt["evals_done"] == status.get("evals_total"):
                 self.rows = list(ckpt["rows"])
                 self.write_table()
                 log.warning(
@@ -327,11 +331,46 @@ class Job(Recorder):
         return len(table[keys].drop_duplicates()) == evals_total
 
     def resume_from(self) -> tuple[list[dict], int, Mapping | None]:
-        """(rows, evaluations done, training state or None) of this job's checkpoint."""
+        """(rows, evaluations done, training state or None) to continue from.
+
+        The checkpoint says how many evaluations are done and holds the training state at
+        the last one; the rows are the table's first ``done`` evaluations (a job killed between
+        writing its table and its checkpoint has one evaluation more in the table, measured
+        again). A table that lacks them starts the job over.
+        """
         ckpt = self.load_checkpoint()
         if not ckpt:
             return [], 0, None
-        return list(ckpt["rows"]), int(ckpt["evals_done"]), ckpt.get("train")
+        done = int(ckpt["evals_done"])
+        if ckpt.get("rows") is not None:  # a completed job's checkpoint holds every row
+            return list(ckpt["rows"]), done, ckpt.get("train")
+        table = self._first_evaluations(done)
+        if table is None:
+            log.warning(
+                "resume: %s lacks the rows of the %d evaluations its %s counts: starting over",
+                self.path / io.JOB_TABLE,
+                done,
+                io.CHECKPOINT,
+            )
+            return [], 0, None
+        return table.to_pylist(), done, ckpt.get("train")
+
+    def _first_evaluations(self, done: int) -> pa.Table | None:
+        """The rows of this run's first ``done`` evaluations in its table, or None."""
+        if done == 0:
+            return pa.table({})
+        table, _ = io.read_table(self.path / io.JOB_TABLE)
+        if table is None or set(table["run_id"].astype(str)) != {self.run_id}:
+            return None
+        keys = [c for c in ("epoch", "step") if c in table.columns]
+        evaluation = table.groupby(keys, sort=False).ngroup()  # 0, 1, ... in table order
+        if evaluation.max() + 1 < done:
+            return None
+        try:
+            whole = pq.read_table(self.path / io.JOB_TABLE)
+        except (OSError, pa.ArrowException):
+            return None
+        return whole.filter(pa.array((evaluation < done).to_numpy()))
 
     # -- recording ------------------------------------------------------------------------------
 
@@ -340,35 +379,70 @@ class Job(Recorder):
         self.rows = [{**self.meta, **r} for r in rows]
         self.evals_done, self.evals_total = done, total
         if rows:
+            self._table = None  # the meta columns may differ from the resumed table's
             self.write_table()
         self.write_status("running")
 
     def record(self, rows: Sequence[Mapping], done: int, train_state: Mapping | None) -> None:
-        """An evaluation's rows: table, checkpoint and status rewritten, in that order."""
-        self.rows.extend({**self.meta, **r} for r in rows)
+        """An evaluation's rows: table, checkpoint and status written, in that order.
+
+        Each write costs what the evaluation adds, not what the job holds (a job of 280
+        evaluations would otherwise spend more time rewriting than estimating): the table is
+        kept as an Arrow table that grows by the new rows, and the checkpoint holds only the
+        training state and the count of evaluations whose rows the table has.
+        """
+        new = [{**self.meta, **r} for r in rows]
+        self.rows.extend(new)
         self.evals_done = done
-        self.write_table()
-        io.save_torch(
-            {
-                "rows": self.rows,
-                "evals_done": done,
-                "train": train_state,
-                "run_id": self.run_id,
-                "config_hash": self.config_hash,
-            },
-            self.path / io.CHECKPOINT,
-        )
+        self.write_table(new)
+        self._train_state = train_state
+        self._write_checkpoint(rows=None)
         self.write_status("running")
 
     def finish(self) -> None:
+        """Completed: the checkpoint takes every row (a damaged table of a completed job is
+        restored from it), then the status says so."""
+        self._write_checkpoint(rows=self.rows)
         self.write_status("completed")
         if note := saturation_warning(pd.DataFrame(self.rows)):
             log.warning("%s", note)
 
     # -- files --------------------------------------------------------------------------------
 
-    def write_table(self) -> None:
-        io.write_parquet(pd.DataFrame(self.rows), self.path / io.JOB_TABLE)
+    def write_table(self, new: Sequence[Mapping] | None = None) -> None:
+        """Write the table: the Arrow table so far grown by ``new`` rows, or (``new`` None, or
+        rows whose types Arrow cannot put in one column) rebuilt from every row."""
+        if new is not None and self._table is not None:
+            try:
+                grown = pa.concat_tables(
+                    [self._table, pa.Table.from_pylist(list(new))], promote_options="permissive"
+                ).combine_chunks()
+            except (pa.ArrowException, TypeError, ValueError):
+                grown = None
+            if grown is not None:
+                io.write_atomic(self.path / io.JOB_TABLE, lambda tmp: pq.write_table(grown, tmp))
+                self._table = grown
+                return
+        try:
+            table = pa.Table.from_pylist(self.rows)
+        except (pa.ArrowException, TypeError, ValueError):  # mixed types: pandas' way, as strings
+            io.write_parquet(pd.DataFrame(self.rows), self.path / io.JOB_TABLE)
+            self._table = None
+            return
+        io.write_atomic(self.path / io.JOB_TABLE, lambda tmp: pq.write_table(table, tmp))
+        self._table = table
+
+    def _write_checkpoint(self, rows: list[dict] | None) -> None:
+        io.save_torch(
+            {
+                "rows": rows,
+                "evals_done": self.evals_done,
+                "train": self._train_state,
+                "run_id": self.run_id,
+                "config_hash": self.config_hash,
+            },
+            self.path / io.CHECKPOINT,
+        )
 
     def write_status(self, status: str, error: str | None = None) -> None:
         io.write_json(

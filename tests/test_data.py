@@ -1,6 +1,8 @@
 import gzip
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,40 @@ def test_digits_split_is_fixed_stratified_and_scaled():
     assert 0.0 <= float(a.x_train.min()) and float(a.x_train.max()) == 1.0
     counts = torch.bincount(a.y_eval, minlength=10)
     assert counts.min() >= 35 and counts.max() <= 37  # stratified: ~36 per class
+
+
+@pytest.mark.parametrize(
+    "test_size, seed, stratified",
+    [(0.2, 0, True), (0.2, 1, True), (0.3, 7, True), (0.05, 3, True), (0.2, 0, False),
+     (0.33, 5, False)],
+)  # fmt: skip
+def test_splits_and_digits_are_scikit_learns_without_importing_it(test_size, seed, stratified):
+    """The digits and the splits are read and drawn without scikit-learn (its import costs
+    about 2 s of every job's start), and are exactly what scikit-learn gives."""
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_load_digits()
+    images, target = data_module.digits_arrays()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(target, bunch.target)
+    y = bunch.target
+    strata = y if stratified else None
+    ref_train, ref_test = train_test_split(
+        np.arange(len(y)), test_size=test_size, random_state=seed, stratify=strata
+    )
+    train, test = data_module.split_indices(len(y), test_size, seed, strata)
+    np.testing.assert_array_equal(train, ref_train)
+    np.testing.assert_array_equal(test, ref_test)
+
+
+def test_loading_digits_and_tishby_imports_no_scikit_learn():
+    code = (
+        "import sys; from infoflow.data import load_digits, load_tishby; load_digits(); "
+        "load_tishby(); assert 'sklearn' not in sys.modules, 'sklearn imported'"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from infoflow.config import validate
 from infoflow.data import (
     ICOSAHEDRON_NEIGHBOURS,
     ICOSAHEDRON_OPPOSITE,
+    DataError,
     load_tishby,
     tishby_patterns,
 )
@@ -148,7 +149,7 @@ def test_loader_splits_all_patterns_seeded():
     again, other = load_tishby(), load_tishby(split_seed=1)
     assert torch.equal(again.x_eval, data.x_eval) and not torch.equal(other.x_eval, data.x_eval)
     assert len(load_tishby(test_size=0.5).y_eval) == 2048
-    with pytest.raises(ValueError, match=r"data\.test_size must be in"):
+    with pytest.raises(DataError, match=r"data\.test_size must be in"):
         load_tishby(test_size=1.0)
 
 
