@@ -10,8 +10,9 @@ Job directory (Hydra's output dir of a job)
     ``status.json``    ``{"status", "error", "evals_done", "evals_total", "run_id",
                        "config_hash"}``; status is ``running`` | ``completed`` | ``failed`` |
                        ``interrupted``
-    ``checkpoint.pt``  the rows measured so far and, when training runs in the job itself, the
-                       full training state
+    ``checkpoint.pt``  the count of evaluations whose rows the table holds and, when training
+                       runs in the job itself, the full training state; once the job is
+                       completed, also every row (to restore a damaged table)
 Sweep directory
     ``sweep.json``     every job the sweep launches (written before the first one starts)
     ``results.parquet``, ``jobs.parquet``   the merged rows and one row per launched job

@@ -74,6 +74,60 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, use_cache, sche
     assert pd.read_parquet(tmp_path / "cut" / "mi.parquet").shape[0] == len(whole)
 
 
+class TableOnlyJob(CutJob):
+    """Killed after evaluation ``stop_at + 1``'s table was written, before its checkpoint."""
+
+    def _write_checkpoint(self, rows):
+        if self.stop_at is not None and self.evals_done > self.stop_at:
+            raise Interrupted
+        super()._write_checkpoint(rows)
+
+    def record(self, rows, done, train_state):
+        Job.record(self, rows, done, train_state)
+
+
+def test_a_kill_between_table_and_checkpoint_measures_that_evaluation_again(tmp_path):
+    trainer = TrainerConfig(epochs=4, batch_size=64)
+    whole = job(tmp_path / "whole", trainer)
+    torch.manual_seed(0)
+    model = MLP(DATA.in_shape, DATA.n_classes, [32, 16])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    cut = TableOnlyJob(tmp_path / "cut", stop_at=2)
+    with pytest.raises(Interrupted):
+        run(model, opt, DATA, partial(binning, bins=10), trainer, 0, recorder=cut)
+    table = pd.read_parquet(tmp_path / "cut" / "mi.parquet")
+    assert table.epoch.nunique() == 3  # one evaluation more than the checkpoint counts
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["evals_done"] == 2
+    resumed = job(tmp_path / "cut", trainer, resume=True)
+    cols = [c for c in frame(whole).columns if c != "run_id"]
+    pd.testing.assert_frame_equal(frame(resumed)[cols], frame(whole)[cols], check_exact=True)
+    on_disk = pd.read_parquet(tmp_path / "cut" / "mi.parquet")
+    pd.testing.assert_frame_equal(on_disk[cols], frame(whole)[cols], check_exact=True)
+
+
+def test_the_checkpoint_holds_rows_only_once_the_job_is_completed(tmp_path):
+    """Each evaluation writes what it adds: while the job runs its checkpoint holds the training
+    state, not the rows (rewriting every row at every evaluation made the files cost more than
+    the estimates); the completed job's checkpoint keeps every row to restore its table."""
+    seen = []
+
+    class Watch(CutJob):
+        def record(self, rows, done, train_state):
+            super().record(rows, done, train_state)
+            seen.append(torch.load(self.path / "checkpoint.pt", weights_only=False))
+
+    torch.manual_seed(0)
+    model = MLP(DATA.in_shape, DATA.n_classes, [32, 16])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rows = run(model, opt, DATA, partial(binning, bins=10), TrainerConfig(epochs=3), 0,
+               recorder=Watch(tmp_path))  # fmt: skip
+    assert [c["evals_done"] for c in seen] == [1, 2, 3, 4]
+    assert all(c["rows"] is None and c["train"]["step"] >= 0 for c in seen)
+    final = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert final["evals_done"] == 4
+    pd.testing.assert_frame_equal(frame(final["rows"]), frame(rows), check_exact=True)
+
+
 def test_resume_ignores_a_checkpoint_of_another_config(tmp_path):
     trainer = TrainerConfig(epochs=2, batch_size=64)
     job(tmp_path, trainer)
