@@ -8,10 +8,14 @@ as a user would, a fresh process in a temp dir, and splits its wall time into
   each job's set-up: data, model, first optimizer step's lazy imports, table writes).
 
 It also times the imports alone (``python -c "import infoflow.__main__"`` less ``python -c
-pass``) and prints the slowest imported packages. Timings on a shared machine drift: run it
-a few times (``--runs``) and compare within a run.
+pass``), the floor no code of ours can remove (``import torch`` and ``torch._dynamo``, which
+every ``torch.optim`` optimizer imports when it is built), and prints the slowest imported
+packages. ``--against DIR`` runs another checkout's sweep (e.g. a ``git worktree`` of an
+earlier commit) interleaved with this one's. Timings on a shared machine drift: run it a few
+times (``--runs``) and compare within a run.
 
     python benchmarks/bench_overhead.py --runs 3
+    python benchmarks/bench_overhead.py --runs 3 --against /tmp/old-checkout
 """
 
 from __future__ import annotations
@@ -30,17 +34,21 @@ SWEEP = ("-m", "model=mlp1,mlp3,mlp5,cnn", "estimator.bins=10,30", "runtime.devi
 LOGGED = re.compile(r"\(train ([0-9.]+)s, estimate ([0-9.]+)s")
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
+HERE = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], cwd: Path, code: Path = HERE) -> tuple[float, str]:
+    env = {**os.environ, "PYTHONPATH": str(code)}
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=dict(os.environ))
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
     return wall, out.stdout + out.stderr
 
 
-def sweep_once(work: Path) -> dict[str, float]:
-    wall, log = timed([sys.executable, "-m", "infoflow", *SWEEP], work)
+def sweep_once(work: Path, code: Path = HERE) -> dict[str, float]:
+    wall, log = timed([sys.executable, "-m", "infoflow", *SWEEP], work, code)
     logged = [(float(a), float(b)) for a, b in LOGGED.findall(log)]
     train = sum(a for a, _ in logged)
     estimate = sum(b for _, b in logged)
@@ -48,10 +56,12 @@ def sweep_once(work: Path) -> dict[str, float]:
             "evaluations": len(logged)}  # fmt: skip
 
 
-def imports_once(work: Path) -> float:
+def imports_once(work: Path) -> tuple[float, float]:
+    """(the entry point's imports, the torch floor: torch and torch._dynamo), seconds."""
     bare, _ = timed([sys.executable, "-c", "pass"], work)
     full, _ = timed([sys.executable, "-c", "import infoflow.__main__, infoflow.callbacks"], work)
-    return full - bare
+    floor, _ = timed([sys.executable, "-c", "import torch, torch._dynamo"], work)
+    return full - bare, floor - bare
 
 
 def slowest_imports(work: Path, n: int = 8) -> list[tuple[float, str]]:
@@ -70,11 +80,17 @@ def slowest_imports(work: Path, n: int = 8) -> list[tuple[float, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--against", type=Path, help="another checkout, run interleaved")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        runs = [sweep_once(work) for _ in range(args.runs)]
-        imports = [imports_once(work) for _ in range(args.runs)]
+        runs, others = [], []
+        for _ in range(args.runs):
+            runs.append(sweep_once(work))
+            if args.against:
+                others.append(sweep_once(work, args.against.resolve()))
+        measured = [imports_once(work) for _ in range(args.runs)]
+        imports, floor = [m[0] for m in measured], [m[1] for m in measured]
         print(f"the digits sweep ({' '.join(SWEEP)}), {args.runs} runs:")
         print("  run   wall s   train s   estimate s   fixed s   evaluations")
         for i, r in enumerate(runs, 1):
@@ -83,7 +99,22 @@ def main() -> None:
         fixed = [r["fixed"] for r in runs]
         print(f"fixed costs: median {statistics.median(fixed):.2f} s "
               f"(min {min(fixed):.2f}, max {max(fixed):.2f})")  # fmt: skip
-        print(f"imports of the entry point: median {statistics.median(imports):.2f} s")
+        print(
+            f"imports of the entry point: median {statistics.median(imports):.2f} s; of which "
+            f"torch + torch._dynamo (the floor): median {statistics.median(floor):.2f} s"
+        )
+        print(
+            f"fixed costs above that floor: median "
+            f"{statistics.median(fixed) - statistics.median(floor):.2f} s"
+        )
+        if others:
+            print(
+                f"{args.against}, interleaved: fixed costs "
+                + ", ".join(f"{r['fixed']:.2f}" for r in others)
+                + " s; wall "
+                + ", ".join(f"{r['wall']:.2f}" for r in others)
+                + " s"
+            )
         print("slowest top-level imports (s, cumulative):")
         for seconds, name in slowest_imports(work):
             print(f"  {seconds:6.2f}  {name}")
