@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from infoflow.estimators._common import LN2, check_params, diagnostics
+from infoflow.estimators._memo import input_side
 
 
 def _as_tensor(a: Any, device: torch.device | None = None) -> torch.Tensor:
@@ -50,12 +51,35 @@ def kernel_width(Z: torch.Tensor, width: float, width_rule: str, n: int) -> floa
     return float(width * math.sqrt(total_var) * n ** (-1.0 / (4 + d)))
 
 
-def _gram(Z: torch.Tensor, sigma: float) -> torch.Tensor:
-    """RBF Gram matrix ``exp(-|z_i - z_j|^2 / (2 sigma^2))`` of (n, d) samples, Z's dtype."""
-    sq = Z.square().sum(1)  # (n,)
-    D = torch.addmm(sq[None, :] + sq[:, None], Z, Z.T, alpha=-2.0)  # (n, n)
-    D.clamp_(min=0.0).fill_diagonal_(0.0)  # exact zero self-distance despite rounding
+def _grams(Z: torch.Tensor, sigma: float) -> torch.Tensor:
+    """RBF Gram matrices ``exp(-|z_i - z_j|^2 / (2 sigma^2))`` of (k, b, d) batches: (k, b, b)."""
+    sq = Z.square().sum(-1)  # (k, b)
+    D = torch.baddbmm(sq[:, None, :] + sq[:, :, None], Z, Z.transpose(1, 2), alpha=-2.0)
+    D.clamp_(min=0.0).diagonal(dim1=1, dim2=2).zero_()  # exact zero self-distance  # (k, b, b)
     return torch.exp(D / (-2.0 * sigma**2))
+
+
+def _input_side(
+    X: torch.Tensor,
+    alpha: float,
+    width: float,
+    width_rule: str,
+    batch_size: int,
+    batches: int | None,
+    seed: int,
+    work: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """The X side of :func:`renyi`: batch indices (k, b), X's Gram matrices (k, b, b), their
+    entropies S(X) (k,) and X's kernel width."""
+    idx = batch_indices(len(X), batch_size, batches, seed).to(X.device)  # (k, b)
+    k, b = idx.shape
+    Xb = X[idx.reshape(-1)].to(work)  # (k b, d_x)
+    if not bool(torch.isfinite(Xb).all()):
+        raise ValueError("activations and inputs must be finite, got NaN or inf")
+    Xb = Xb - Xb.mean(0)
+    sigma_X = kernel_width(Xb, width, width_rule, b)
+    K_X = _grams(Xb.view(k, b, -1), sigma_X)  # (k, b, b)
+    return idx, K_X, _entropy(power_sums(K_X, alpha), alpha), sigma_X
 
 
 def power_sums(A: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -79,24 +103,27 @@ def _entropy(power_sum: torch.Tensor, alpha: float) -> torch.Tensor:
     return power_sum.log() / ((1.0 - alpha) * LN2)
 
 
-def _class_blocks(K: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """The class-diagonal blocks of a Gram matrix, zero-padded: shape (C, m, m), m = max count.
+def _class_blocks(K: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The class-diagonal blocks of Gram matrices, zero-padded: shape (k, C, m, m).
 
-    ``K * [y_i = y_j]`` (the Hadamard product with the labels' delta kernel) is block diagonal,
-    so its eigenvalues are those of the blocks: C eigenproblems of the class sizes instead of
-    one of size n (n^3 / C^2 of the work for balanced classes).
+    ``K`` (k, b, b) holds a Gram matrix per batch, ``labels`` (k, b) the batches' labels in
+    0..C-1 and ``counts`` (k, C) their counts; m is the largest count. ``K * [y_i = y_j]``
+    (the Hadamard product with the labels' delta kernel) is block diagonal, so its eigenvalues
+    are those of the blocks: C eigenproblems of the class sizes instead of one of size b
+    (b^3 / C^2 of the work for balanced classes).
     """
-    n = len(labels)
-    order = torch.argsort(labels, stable=True)  # (n,) samples grouped by class
-    counts = torch.bincount(labels, minlength=n_classes)  # (C,)
-    starts = torch.cumsum(counts, 0) - counts  # (C,)
+    k, b = labels.shape
+    order = torch.argsort(labels, dim=1, stable=True)  # (k, b) samples grouped by class
+    starts = torch.cumsum(counts, 1) - counts  # (k, C)
     m = int(counts.max())
     rank = torch.arange(m, device=K.device)  # (m,)
-    pos = starts[:, None] + rank[None, :]  # (C, m) position in the sorted order
-    valid = rank[None, :] < counts[:, None]  # (C, m)
-    idx = torch.where(valid, order[pos.clamp(max=n - 1)], n)  # (C, m); n = the padding index
-    K_pad = torch.nn.functional.pad(K, (0, 1, 0, 1))  # (n + 1, n + 1), zero last row/column
-    return K_pad[idx[:, :, None], idx[:, None, :]]  # (C, m, m)
+    pos = starts[:, :, None] + rank  # (k, C, m) position in the sorted order
+    valid = rank < counts[:, :, None]  # (k, C, m)
+    member = order.gather(1, pos.clamp(max=b - 1).flatten(1)).view(pos.shape)  # (k, C, m)
+    idx = torch.where(valid, member, b)  # (k, C, m); b = the padding index
+    K_pad = torch.nn.functional.pad(K, (0, 1, 0, 1))  # (k, b + 1, b + 1), zero last row/column
+    batch = torch.arange(k, device=K.device)[:, None, None, None]  # (k, 1, 1, 1)
+    return K_pad[batch, idx[..., :, None], idx[..., None, :]]  # (k, C, m, m)
 
 
 def batch_indices(n: int, batch_size: int, batches: int | None, seed: int) -> torch.Tensor:
@@ -195,43 +222,41 @@ def renyi(
         T = _as_tensor(T)
         T = T.reshape(T.shape[0], -1)  # (N, d)
         dev = T.device
-        X = _as_tensor(X, dev)
+        X_in, X = X, _as_tensor(X, dev)
         X = X.reshape(X.shape[0], -1)  # (N, d_x)
         y = _as_tensor(Y, dev).reshape(-1)  # (N,)
         if not len(T) == len(X) == len(y):
             raise ValueError(f"T, X and Y have {len(T)}, {len(X)} and {len(y)} samples")
         _, labels = torch.unique(y, return_inverse=True)  # (N,) in 0..C-1
         n_classes = int(labels.max()) + 1 if len(labels) else 0
-        idx = batch_indices(len(T), batch_size, batches, seed).to(dev)  # (k, b)
-        k, b = idx.shape
         work = torch.float64 if T.dtype == torch.float64 else torch.float32
+        # X's batches, kernel width, Gram matrices and entropies are the same for every layer
+        # and evaluation: computed once per input tensor
+        idx, K_X, S_X, sigma_X = input_side(
+            X_in,
+            ("renyi", len(X), alpha, width, width_rule, batch_size, batches, seed, work, dev),
+            lambda: _input_side(X, alpha, width, width_rule, batch_size, batches, seed, work),
+        )  # (k, b), (k, b, b), (k,), float
+        k, b = idx.shape
         # only the batches' rows, centred on their mean: smaller rounding in the distances
         Tb = T[idx.reshape(-1)].to(work)  # (k b, d)
-        Xb = X[idx.reshape(-1)].to(work)  # (k b, d_x)
-        if not (bool(torch.isfinite(Tb).all()) and bool(torch.isfinite(Xb).all())):
+        if not bool(torch.isfinite(Tb).all()):
             raise ValueError("activations and inputs must be finite, got NaN or inf")
-        Tb, Xb = Tb - Tb.mean(0), Xb - Xb.mean(0)
+        Tb = Tb - Tb.mean(0)
         sigma_T = kernel_width(Tb, width, width_rule, b)
-        sigma_X = kernel_width(Xb, width, width_rule, b)
-        batch_rows = torch.arange(k * b, device=dev).view(k, b)  # (k, b) rows of Tb, Xb
-        mats, blocks, H_Y = [], [], []
-        for rows, samples in zip(batch_rows, idx):  # one batch at a time: memory O(b^2)
-            K_T, K_X = _gram(Tb[rows], sigma_T), _gram(Xb[rows], sigma_X)  # (b, b) each
-            mats.append(torch.stack([K_T, K_X, K_T * K_X]))  # (3, b, b)
-            blocks.append(_class_blocks(K_T, labels[samples], n_classes))  # (C, m, m)
-            p = torch.bincount(labels[samples], minlength=n_classes).double() / b  # (C,)
-            H_Y.append(_entropy(p[p > 0].pow(alpha).sum(), alpha))
-        S_T, S_X, S_XT = _entropy(power_sums(torch.stack(mats), alpha), alpha).unbind(1)  # (k,)
-        m = max(B.shape[-1] for B in blocks)
-        pads = [torch.nn.functional.pad(B, (0, m - B.shape[-1]) * 2) for B in blocks]
+        K_T = _grams(Tb.view(k, b, -1), sigma_T)  # (k, b, b)
+        S_T, S_XT = _entropy(power_sums(torch.stack([K_T, K_T * K_X], 1), alpha), alpha).unbind(1)
+        L = labels[idx]  # (k, b) the batches' labels
+        counts = torch.zeros((k, max(n_classes, 1)), dtype=torch.long, device=dev)
+        counts.scatter_add_(1, L, torch.ones_like(L))  # (k, C)
         # the class blocks together are K_T o K_Y, of trace b
-        S_TY = _entropy(_block_power_sums(torch.stack(pads), b, alpha), alpha)  # (k,)
-        S_Y = torch.stack(H_Y)  # (k,)
+        S_TY = _entropy(_block_power_sums(_class_blocks(K_T, L, counts), b, alpha), alpha)  # (k,)
+        S_Y = _entropy((counts.double() / b).pow(alpha).sum(1), alpha)  # (k,)
         I_XT = (S_X + S_T - S_XT).clamp(min=0.0)
         I_XT = torch.minimum(I_XT, torch.minimum(S_X, S_T))  # (k,)
         I_TY = (S_T + S_Y - S_TY).clamp(min=0.0)
         I_TY = torch.minimum(I_TY, torch.minimum(S_T, S_Y))  # (k,)
-        used = torch.bincount(labels[idx.reshape(-1)], minlength=n_classes).cpu().numpy()
+        used = counts.sum(0).cpu().numpy()
     out = {
         "I_XT": float(I_XT.mean()),
         "I_TY": float(I_TY.mean()),
