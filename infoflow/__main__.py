@@ -1,7 +1,8 @@
 """``python -m infoflow``: one job = one network, one data set, one optimizer, one seed.
 
 Wiring only: the job's directory and its one failure route (:class:`infoflow.job.Job`),
-validation, the pieces built from their config groups, the loop.
+validation, the pieces built from their config groups (:func:`open_job`), the loop
+(:func:`run_group`: the seeds of a group as one stacked model, a single run as a stack of one).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hydra
@@ -36,7 +39,7 @@ from infoflow.job import (
 from infoflow.paths import config_dir
 from infoflow.sharing import SharedEstimates, plan_path
 from infoflow.store import TrainCache
-from infoflow.train import TrainerConfig, run
+from infoflow.train import Member, TrainerConfig, run_stack
 
 log = logging.getLogger("infoflow")
 register_resolvers()
@@ -65,16 +68,42 @@ def build(node: Any, **kwargs: Any) -> Any:
         raise
 
 
+@dataclass
+class JobSetup:
+    """A job set up and ready to train: its directory, config and the pieces built from it."""
+
+    job: Job
+    cfg: DictConfig
+    data: Any  # infoflow.data.Dataset, on the job's device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer  # over this job's model alone
+    make_optimizer: Any  # params -> optimizer (cfg.optimizer)
+    estimator: Any
+    cache: TrainCache | None
+    shared: SharedEstimates | None
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> None:
-    hydra_cfg = HydraConfig.get()
+    """One job, a stack of one (infoflow's launcher runs a sweep's seeds with
+    :func:`open_job` and :func:`run_group`; the other launchers call this per job)."""
+    setup = open_job(cfg, HydraConfig.get())
+    if setup is not None:
+        run_group([setup])
+
+
+def open_job(cfg: DictConfig, hydra_cfg: DictConfig) -> JobSetup | None:
+    """Set a job up: its directory, validation, device, data, net, optimizer, estimator and
+    training cache. None when it has nothing to do (completed, resumed) or has failed already
+    (its status says why; a single run exits)."""
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     job = Job(hydra_cfg.runtime.output_dir, config_hash=None, multirun=multirun)
+    setup = None
     with job.running():
         job.config_hash = job_config_hash(cfg)
         # before validating: a job that fails must not leave an earlier job's rows under its name
         if job.prepare(resume=OmegaConf.select(cfg, "runtime.resume") is True):
-            return
+            return None
         validate(cfg)
         device = resolve_device(cfg.runtime.device)
         if cfg.runtime.device == "auto" and device.type == "cpu" and (hidden := hidden_gpus()):
@@ -86,7 +115,8 @@ def main(cfg: DictConfig) -> None:
         data = data.to(device)
         torch.manual_seed(cfg.seed)
         model = build(cfg.model, in_shape=data.in_shape, n_classes=data.n_classes).to(device)
-        optimizer = build(cfg.optimizer)(model.parameters())
+        make_optimizer = build(cfg.optimizer)
+        optimizer = make_optimizer(model.parameters())
         estimator = build(cfg.estimator)
         job.meta = job_meta(cfg, job.run_id, hydra_cfg.runtime.choices, device.type, data.source)
         sweep_dir = to_absolute_path(hydra_cfg.sweep.dir) if multirun else None
@@ -98,31 +128,59 @@ def main(cfg: DictConfig) -> None:
             plan = plan_path(root, training_config(cfg))
             shared = SharedEstimates(cache, plan, estimate_spec(cfg), build=build)
         log.info(
-            "%s on %s (%s), %s, device %s, %d threads, cache %s -> %s",
+            "%s on %s (%s), %s, seed %s, device %s, %d threads, cache %s -> %s",
             hydra_cfg.runtime.choices["model"],
             data.name,
             data.in_shape,
             type(optimizer).__name__,
+            cfg.seed,
             device,
             torch.get_num_threads(),
             cache.dir if cache else "off",
             job.path,
         )
-        run(
-            model,
+        setup = JobSetup(job, cfg, data, model, optimizer, make_optimizer, estimator, cache, shared)
+    return setup
+
+
+def run_group(setups: Sequence[JobSetup]) -> None:
+    """Train jobs whose configs differ only in ``seed`` as one stacked model
+    (:func:`infoflow.train.run_stack`); each keeps its own directory, status and table.
+
+    A seed that fails alone (its loss diverged, its estimator, its files) is marked failed and
+    the others go on; what stops the whole stack is written to every job it stopped.
+    """
+    first = setups[0]
+    members = [
+        Member(s.model, int(s.cfg.seed), s.estimator, s.job, s.cache, s.shared) for s in setups
+    ]
+    jobs = {id(m): s.job for m, s in zip(members, setups)}
+    if len(setups) == 1:
+        optimizer = first.optimizer
+    else:
+        optimizer = first.make_optimizer([p for s in setups for p in s.model.parameters()])
+        log.info("seeds %s trained as one stacked model", ", ".join(str(m.seed) for m in members))
+    try:
+        run_stack(
+            members,
             optimizer,
-            data,
-            estimator,
-            TrainerConfig(**cfg.trainer),
-            cfg.seed,
-            probe_output=cfg.probe.output,
-            eval_batch_size=cfg.probe.batch_size,
-            recorder=job,
-            resume=cfg.runtime.resume,
-            probe_samples=cfg.probe.samples,
-            cache=cache,
-            shared=shared,
+            first.data,
+            TrainerConfig(**first.cfg.trainer),
+            probe_output=first.cfg.probe.output,
+            eval_batch_size=first.cfg.probe.batch_size,
+            resume=first.cfg.runtime.resume,
+            probe_samples=first.cfg.probe.samples,
+            on_error=lambda m, err: jobs[id(m)].failed(err),
         )
+    except KeyboardInterrupt as err:
+        for m in members:
+            if m.error is None and not m.finished:
+                jobs[id(m)].interrupted(err)
+        raise interrupt_exit(err) from None
+    except Exception as err:
+        for m in members:
+            if m.error is None and not m.finished:
+                jobs[id(m)].failed(err)
 
 
 def cli() -> None:

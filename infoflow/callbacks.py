@@ -1,5 +1,6 @@
-"""The sweep's Hydra callback: before the first job, the list of jobs and the plan of shared
-evaluation passes; at the end, whatever happened, the merged tables.
+"""The sweep's Hydra callback: before the first job, the list of jobs; at the end, whatever
+happened, the merged tables. (The plan of shared evaluation passes and of seeds trained together
+is made by infoflow's launcher, :mod:`infoflow.launcher`, from the configs it composes.)
 
 Hydra calls ``on_multirun_start``/``on_multirun_end`` in the launching process (the one the user
 started) for every launcher: basic, joblib, submitit (local and Slurm), Ray.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -54,33 +54,9 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     return [list(job) for job in itertools.product(*choices.values())]
 
 
-def plan_entries(config: DictConfig, jobs: list[list[str]]) -> list[tuple]:
-    """(cache root, training config, estimate spec) of every valid job, for
-    :func:`infoflow.sharing.plan_sweep`; a job with a bad config is left to fail alone."""
-    from hydra import compose
-    from hydra.utils import to_absolute_path
-
-    from infoflow.config import ConfigError, validate
-    from infoflow.job import cache_dir, estimate_spec, training_config
-
-    sweep_dir = to_absolute_path(str(config.hydra.sweep.dir))
-    cwd = str(config.hydra.runtime.cwd)
-    entries = []
-    for overrides in jobs:
-        cfg = compose(config_name=str(config.hydra.job.config_name), overrides=overrides)
-        try:
-            validate(cfg)
-        except ConfigError:
-            continue
-        root = cache_dir(cfg.runtime, sweep_dir, cwd=cwd)
-        entries.append((root, training_config(cfg), estimate_spec(cfg)))
-    return entries
-
-
 class MergeResults(Callback):
-    """List the sweep's jobs in ``sweep.json`` and plan shared evaluation passes before the
-    first job; merge every job's ``mi.parquet`` into ``results.parquet`` + ``jobs.parquet`` at
-    the end.
+    """List the sweep's jobs in ``sweep.json`` before the first job; merge every job's
+    ``mi.parquet`` into ``results.parquet`` + ``jobs.parquet`` at the end.
 
     The merge runs in ``on_multirun_end``. Hydra skips that hook when the sweep itself raises
     (a killed loky worker, a submitit job that died, Ctrl-C, SIGTERM), exactly when the user
@@ -111,29 +87,6 @@ class MergeResults(Callback):
             {"jobs": [{"num": i, "overrides": o} for i, o in enumerate(jobs)]},
             self._sweep_dir / io.MANIFEST,
         )
-        if len(jobs) > 1:
-            self._plan(config, jobs)
-
-    def _plan(self, config: DictConfig, jobs: list[list[str]]) -> None:
-        from infoflow.sharing import plan_sweep
-
-        t0 = time.perf_counter()
-        try:
-            shared = plan_sweep(plan_entries(config, jobs))
-        except Exception as err:  # the jobs still run, each with its own evaluation pass
-            log.warning(
-                "no shared evaluation passes (%s: %s): every job evaluates for itself",
-                type(err).__name__,
-                err,
-            )
-            return
-        if shared:
-            log.info(
-                "%d training config(s) share their evaluation passes between jobs "
-                "(planned in %.2fs)",
-                shared,
-                time.perf_counter() - t0,
-            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._merged = True

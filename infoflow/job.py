@@ -259,23 +259,32 @@ class Job(Recorder):
         try:
             yield self
         except KeyboardInterrupt as err:
-            name = err.args[0] if isinstance(err, Interrupted) else "SIGINT"
-            msg = (
-                f"interrupted by {name} after {self.evals_done}/{self.evals_total or '?'} "
-                f"evaluations; the rows measured are kept. Continue with runtime.resume=true "
-                f"and the same output dir ({self.path})"
-            )
-            self._end("interrupted", msg)
-            log.error("infoflow: %s", msg)
+            self.interrupted(err)
             raise interrupt_exit(err) from None
         except Exception as err:
-            msg = describe(err)
-            wrote = self._end("failed", msg)
-            log.error("infoflow: error: %s", msg, exc_info=not isinstance(err, UserError))
-            if not self.multirun:
-                raise SystemExit(f"infoflow: error: {msg}") from None
-            if not wrote:  # the sweep's merge reports it
-                UNRECORDED[str(self.path.absolute())] = msg
+            self.failed(err)
+
+    def interrupted(self, err: KeyboardInterrupt) -> None:
+        """Mark the job ``interrupted`` by SIGINT/SIGTERM (the caller stops the process)."""
+        name = err.args[0] if isinstance(err, Interrupted) else "SIGINT"
+        msg = (
+            f"interrupted by {name} after {self.evals_done}/{self.evals_total or '?'} "
+            f"evaluations; the rows measured are kept. Continue with runtime.resume=true "
+            f"and the same output dir ({self.path})"
+        )
+        self._end("interrupted", msg)
+        log.error("infoflow: %s", msg)
+
+    def failed(self, err: Exception) -> None:
+        """Mark the job ``failed`` with ``err``'s message: a single run exits 1 with it, a
+        sweep's job ends quietly (the sweep's summary names it)."""
+        msg = describe(err)
+        wrote = self._end("failed", msg)
+        log.error("infoflow: error: %s", msg, exc_info=not isinstance(err, UserError))
+        if not self.multirun:
+            raise SystemExit(f"infoflow: error: {msg}") from None
+        if not wrote:  # the sweep's merge reports it
+            UNRECORDED[str(self.path.absolute())] = msg
 
     def _end(self, status: str, error: str) -> bool:
         try:

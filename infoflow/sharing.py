@@ -3,8 +3,8 @@
 Jobs with the same training key (:func:`infoflow.job.training_key`) train once through the
 training cache, so they see bit-identical networks at every evaluation point; what differs is
 what they measure on them, their *estimate spec* (``estimator``, ``probe``). Before any job
-runs, the sweep's callback composes every job's config and writes, per training config shared
-by several specs, the list of those specs (:func:`plan_sweep`)::
+runs, infoflow's launcher (:mod:`infoflow.launcher`), which composes every job's config anyway,
+writes per training config shared by several specs the list of those specs (:func:`plan_sweep`)::
 
     <cache root>/plans/<training config hash>.json              {"specs": [spec, ...]}
     <cache root>/<training key>/estimates/<spec hash>/point_XXXX.pt   a spec's rows at a point
@@ -15,7 +15,7 @@ rows; their jobs read them instead of evaluating again. The rows are exactly wha
 would have computed (same net, same probes, same estimator code: tested). Rows live under the
 full training key (data content and code version included) and a spec's folder is keyed by
 its config and the code version, so stored rows are never served to other data or code.
-Without a plan (a single run, another sweeper) each job estimates for itself and still reuses
+Without a plan (a single run, another launcher) each job estimates for itself and still reuses
 rows stored earlier.
 
 An error in another spec's estimator is logged and left to that job, which then estimates for
@@ -52,7 +52,7 @@ def spec_hash(spec: Mapping[str, Any], code: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# the plan, written by the sweep's callback before any job runs
+# the plan, written by infoflow's launcher before any job runs
 
 
 def plan_sweep(jobs: Iterable[tuple[Path | None, Mapping, Mapping]]) -> int:
@@ -62,7 +62,7 @@ def plan_sweep(jobs: Iterable[tuple[Path | None, Mapping, Mapping]]) -> int:
     ----------
     jobs
         ``(cache root or None, training config, estimate spec)`` per valid job of the sweep
-        (see :func:`infoflow.callbacks.job_plan_entry`).
+        (see :func:`infoflow.launcher.plan_jobs`).
 
     Returns
     -------

@@ -1,27 +1,32 @@
 """The training loop: train on whole tensors, evaluate at scheduled points, estimate per-layer MI.
 
-``run`` reads top-down: resolve the evaluation schedule (``trainer.eval``, step 0 first),
-pick up the recorder's checkpoint when resuming, then walk the points. At each point the net's
-state comes either from training in this process or from the training cache (another job with
-the same training key trained it); the probe samples (``probe.samples``, by default the
-evaluation split) go through the net once without autograd and each probed layer goes to the
-estimator. The point's rows go to the recorder as soon as they exist
-(:class:`infoflow.job.Job` writes table, checkpoint and status).
+One path for one seed and for many: :func:`run_stack` trains S seeds of one configuration as
+one stacked model (one Python step, one backward and one optimizer step for all of them,
+:func:`train_batches`) and :func:`run` is a stack of one. It reads top-down: resolve the
+evaluation schedule (``trainer.eval``, step 0 first), pick up each seed's checkpoint when
+resuming, then walk the points. At each point the nets' states come either from training in
+this process or from the training cache (another job with the same training key trained them);
+for each seed the probe samples (``probe.samples``, by default the evaluation split) go
+through its net once without autograd and each probed layer goes to its estimator. A seed's
+rows go to its recorder as soon as they exist (:class:`infoflow.job.Job` writes table,
+checkpoint and status). A seed that fails (a diverged loss, its estimator, its files) leaves
+the stack; the others go on.
 
-Training stays on the data's device: an epoch shuffles an index tensor and slices batches;
-the loss and accuracy sums stay on the device and are read once per evaluation point (no
-per-batch host sync), which is also where a NaN/inf loss is detected.
+Training stays on the data's device: an epoch shuffles an index tensor per seed and slices
+batches; the loss and accuracy sums stay on the device and are read once per evaluation point
+(no per-batch host sync), which is also where a NaN/inf loss is detected, per seed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -80,6 +85,36 @@ def probe_names(model: nn.Module, probe_output: bool) -> list[str]:
     return [*model.probe_names, "output"] if probe_output else list(model.probe_names)
 
 
+@dataclass(eq=False)
+class Member:
+    """One seed of a stack: its net (built from its seed), what it measures, where its rows go.
+
+    Parameters
+    ----------
+    model
+        The seed's net, freshly built from ``seed`` (its state is the untrained point 0).
+    seed
+        The seed of its batch order.
+    estimator
+        Its MI estimator (bits).
+    recorder
+        Receives each point's rows (one per probed layer) as soon as they are measured.
+    cache
+        The training cache of its training key, or None to train in this process.
+    shared
+        Rows shared with the other jobs of its training key (:mod:`infoflow.sharing`).
+    """
+
+    model: nn.Module
+    seed: int
+    estimator: Estimator
+    recorder: Recorder = field(default_factory=lambda: Recorder())
+    cache: TrainCache | None = None
+    shared: SharedEstimates | None = None
+    error: Exception | None = field(default=None, init=False)  # why this seed stopped
+    finished: bool = field(default=False, init=False)  # its recorder finished
+
+
 def run(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -96,118 +131,250 @@ def run(
     shared: SharedEstimates | None = None,
     probe_samples: str = "eval",
 ) -> list[dict]:
-    """Evaluate the net at every point of ``trainer.eval``, training in between.
+    """One net: :func:`run_stack` with a stack of one. Returns every row of the job; raises
+    what stopped it (``TrainingDiverged`` if the loss becomes NaN/inf; the rows measured before
+    are with the recorder)."""
+    member = Member(model, seed, estimator, recorder or Recorder(), cache, shared)
+    run_stack(
+        [member],
+        optimizer,
+        data,
+        trainer,
+        probe_output=probe_output,
+        eval_batch_size=eval_batch_size,
+        resume=resume,
+        probe_samples=probe_samples,
+    )
+    return member.recorder.rows
+
+
+def run_stack(
+    members: Sequence[Member],
+    optimizer: torch.optim.Optimizer,
+    data: Dataset,
+    trainer: TrainerConfig,
+    *,
+    probe_output: bool = False,
+    eval_batch_size: int = 4096,
+    resume: bool = False,
+    probe_samples: str = "eval",
+    on_error: Callable[[Member, Exception], None] | None = None,
+) -> None:
+    """Train the members' nets as one stacked model; evaluate each at every point of
+    ``trainer.eval``.
+
+    The members differ only in their seed: same architecture, data, optimizer settings and
+    schedule. Each seed draws its own batch order and its numbers do not depend on its
+    stack-mates (bit for bit on the CPU). Each seed's point rows go to its recorder as soon as
+    they exist.
 
     Parameters
     ----------
-    model, optimizer
-        Freshly built from ``seed`` (their state is the untrained point 0).
-    data, estimator
-        The job's data set (on the job's device) and MI estimator (bits).
-    trainer, seed
-        Training settings and the seed of the batch order.
-    probe_output, eval_batch_size
-        ``probe.output`` (measure the softmax output too) and ``probe.batch_size``.
-    recorder
-        Receives each point's rows (one per probed layer) as soon as they are measured;
-        default: kept in memory only.
+    members
+        The seeds, each with its net, estimator, recorder, cache and shared rows.
+    optimizer
+        One optimizer over every member's parameters (per-parameter state: each seed's is the
+        state it would have alone).
+    data, trainer
+        The data set (on the members' device) and the training settings.
+    probe_output, eval_batch_size, probe_samples
+        ``probe.output``, ``probe.batch_size`` and ``probe.samples`` (see :func:`evaluate`).
     resume
-        Continue from the recorder's checkpoint (rows, and the training state when training
-        runs here).
-    cache
-        The training cache of this job's training key, or None to train in this process.
-    shared
-        Rows shared with the other jobs of this training key (:mod:`infoflow.sharing`).
-    probe_samples
-        ``probe.samples``: the samples the estimator sees (``eval``, ``train`` or ``all``,
-        :meth:`infoflow.data.Dataset.probe_set`); the evaluation figures stay on the
-        evaluation split.
-
-    Returns
-    -------
-    list of dict
-        Every row of the job. Raises ``TrainingDiverged`` if the loss becomes NaN/inf; the
-        rows measured before it are with the recorder.
+        Continue each member from its recorder's checkpoint. Members stopped at different
+        points (a kill between two seeds' records) continue in separate stacks, one after
+        the other.
+    on_error
+        Called with a member and the exception that stopped it alone (a diverged loss, its
+        estimator, its files); the others go on. None: the exception is raised at once.
     """
-    recorder = recorder or Recorder()
-    learner = Trainer(model, optimizer, data, trainer.batch_size, seed)
-    points = eval_points(trainer.eval, trainer.epochs, learner.per_epoch)
-    estimate = PointEstimate(
-        model, data, estimator, eval_batch_size, probe_output, shared, probe_samples
+    starts = [m.recorder.resume_from() if resume else ([], 0, None) for m in members]
+    parts: dict[tuple[int, bool], list[int]] = {}
+    for i, (m, (_, start, state)) in enumerate(zip(members, starts)):
+        parts.setdefault((start, state is not None and m.cache is None), []).append(i)
+    for part in parts.values():
+        models = [members[i].model for i in part]
+        opt = optimizer if len(parts) == 1 else optimizer_over(optimizer, models)
+        run_part(
+            [members[i] for i in part],
+            [starts[i] for i in part],
+            opt,
+            data,
+            trainer,
+            PointSettings(eval_batch_size, probe_output, probe_samples),
+            on_error,
+        )
+
+
+@dataclass(frozen=True)
+class PointSettings:
+    eval_batch_size: int = 4096
+    probe_output: bool = False
+    probe_samples: str = "eval"
+
+
+def run_part(
+    members: list[Member],
+    starts: list[tuple[list[dict], int, Mapping | None]],
+    optimizer: torch.optim.Optimizer,
+    data: Dataset,
+    trainer: TrainerConfig,
+    probe: PointSettings,
+    on_error: Callable[[Member, Exception], None] | None,
+) -> None:
+    """Members that start from the same point: one stack, walked through the schedule."""
+    learner = StackTrainer(
+        [m.model for m in members], optimizer, data, trainer.batch_size, [m.seed for m in members]
     )
-    rows, start, state = recorder.resume_from() if resume else ([], 0, None)
-    if state is not None and cache is None:
-        learner.load_state_dict(state)
-    if rows:
-        log.info("resuming after evaluation %d/%d", start, len(points))
-    recorder.begin(rows, start, len(points))
-    if cache is not None:
-        source = cached_points(learner, points, start, cache)
-    elif state is None and start > 0:  # no training state: retrain, skip the points done
+    learner.tags = list(members)
+    points = eval_points(trainer.eval, trainer.epochs, learner.per_epoch)
+    estimates = {
+        id(m): PointEstimate(
+            m.model,
+            data,
+            m.estimator,
+            probe.eval_batch_size,
+            probe.probe_output,
+            m.shared,
+            probe.probe_samples,
+        )
+        for m in members
+    }
+
+    def fail(m: Member, err: Exception) -> None:
+        if on_error is None:
+            raise err
+        m.error = err
+        on_error(m, err)
+
+    start = starts[0][1]
+    cached = members[0].cache is not None
+    if starts[0][0]:
+        log.info("resuming after evaluation %d/%d (%s)", start, len(points), _who(learner))
+    stopped = []
+    for k, (m, (rows, _, state)) in enumerate(zip(members, starts)):
+        try:
+            if state is not None and not cached:
+                learner.load_state_dict(state, k)
+            m.recorder.begin(rows, start, len(points))
+        except Exception as err:  # its checkpoint or its files: this seed alone
+            stopped.append(k)
+            fail(m, err)
+    learner.drop(stopped)
+    has_state = starts[0][2] is not None
+    if cached:
+        source = cached_points(learner, points, start)
+    elif not has_state and start > 0:  # no training state: retrain, skip the points done
         source = ((p, s) for p, s in train_points(learner, points) if p.index >= start)
     else:
         source = train_points(learner, points)
+
     t0 = time.perf_counter()
-    with closing(source):  # a failing job lets go of the cache's lock at once
-        for point, train_stats in source:
+    with closing(source):  # a failing job lets go of the cache's locks at once
+        for point, stats in source:
             t1 = time.perf_counter()
-            new, note = estimate(point, train_stats)
-            recorder.record(new, point.index + 1, learner.state_dict() if cache is None else None)
-            log_point(point, points, new, t1 - t0, time.perf_counter() - t1, note)
+            stopped, lines = [], []
+            for k, (m, s) in enumerate(zip(learner.tags, stats)):
+                try:
+                    if isinstance(s, Exception):
+                        raise s
+                    new, note = estimates[id(m)](point, s)
+                    state = None if cached else learner.state_dict(k)
+                    m.recorder.record(new, point.index + 1, state)
+                    lines.append((m, new, note))
+                except Exception as err:
+                    stopped.append(k)
+                    fail(m, err)
+            t2 = time.perf_counter()
+            for m, new, note in lines:
+                who = f"seed {m.seed}: " if len(stats) > 1 else ""
+                log_point(point, points, new, t1 - t0, (t2 - t1) / len(stats), note, who)
+            learner.drop(stopped)
             t0 = time.perf_counter()
-    recorder.finish()
-    return recorder.rows
+    for m in learner.tags:
+        try:
+            m.recorder.finish()
+            m.finished = True
+        except Exception as err:
+            fail(m, err)
+
+
+def _who(learner: StackTrainer) -> str:
+    seeds = learner.seeds
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
 
 
 # ---------------------------------------------------------------------------------------------
-# where a point's net comes from: training here, or the cache
+# where a point's nets come from: training here, or the cache
+
+Stats = list  # per seed of the stack: its training figures, or the TrainingDiverged that ended it
 
 
-def train_points(learner: Trainer, points: list[EvalPoint]) -> Iterator[tuple[EvalPoint, dict]]:
+def train_points(
+    learner: StackTrainer, points: list[EvalPoint]
+) -> Iterator[tuple[EvalPoint, Stats]]:
     """Train from the trainer's current step through the schedule, yielding each point reached.
 
     Point 0 is yielded (untrained, NaN training figures) when the trainer is at step 0; a
     trainer restored at a point's step continues with the next point.
     """
     for point in points:
+        if not learner.models:
+            return  # every seed stopped
         if point.step > learner.step or point.step == learner.step == 0:
-            yield point, learner.train_to(point.step)
+            yield point, learner.advance(point.step)
 
 
 def cached_points(
-    learner: Trainer, points: list[EvalPoint], start: int, cache: TrainCache
-) -> Iterator[tuple[EvalPoint, dict]]:
-    """Points ``start..`` from the cache, training the missing ones in this job if no other is.
+    learner: StackTrainer, points: list[EvalPoint], start: int
+) -> Iterator[tuple[EvalPoint, Stats]]:
+    """Points ``start..`` from the seeds' caches (``learner.tags[k].cache``), training the
+    missing ones in this job if no other is.
 
-    A stored point is loaded into the model. When a point is missing, the job that gets the
-    cache's lock trains from the latest stored full state (or from the untrained net), storing
-    every point; the other jobs poll for the points and take over if the trainer dies.
+    Stored points are loaded into the models. When a point is missing for a seed, the job that
+    gets the training locks of every seed trains the stack from their latest stored full states
+    (or from the untrained nets when those are not at one point), storing every point of every
+    seed; otherwise it polls for the points and takes over if the trainer dies.
     """
     i = start
-    while i < len(points):
-        hit = cache.load_point(i)
-        if hit is not None:
-            learner.model.load_state_dict(hit["model"])
-            yield points[i], hit["stats"]
+    while i < len(points) and learner.models:
+        caches = [m.cache for m in learner.tags]
+        hits = [c.load_point(i) for c in caches]
+        if all(h is not None for h in hits):
+            for model, hit in zip(learner.models, hits):
+                model.load_state_dict(hit["model"])
+            yield points[i], [hit["stats"] for hit in hits]
             i += 1
             continue
-        with cache.try_lock() as mine:
-            if not mine:
-                cache.wait(i)
+        with contextlib.ExitStack() as held:
+            busy = next((c for c in caches if not held.enter_context(c.try_lock())), None)
+            if busy is None:
+                if all(c.load_point(i) is not None for c in caches):
+                    continue  # stored by a trainer that just let go
+                restore_from_cache(learner, caches, i)
+                for point, stats in train_points(learner, points):
+                    for k, (m, s) in enumerate(zip(learner.tags, stats)):
+                        if not isinstance(s, Exception):
+                            m.cache.save_point(
+                                point.index, m.model.state_dict(), s, learner.state_dict(k)
+                            )
+                    if point.index >= i:
+                        yield point, stats
+                        i = point.index + 1
                 continue
-            if cache.load_point(i) is not None:  # stored by a trainer that just let go
-                continue
-            saved = cache.load_state()
-            usable = saved is not None and saved["index"] < i
-            learner.load_state_dict(saved["train"] if usable else learner.initial)
-            log.info("training %s from point %d", cache.dir, saved["index"] if usable else 0)
-            for point, stats in train_points(learner, points):
-                cache.save_point(
-                    point.index, learner.model.state_dict(), stats, learner.state_dict()
-                )
-                if point.index >= i:
-                    yield point, stats
-                    i = point.index + 1
+        busy.wait(i)
+
+
+def restore_from_cache(learner: StackTrainer, caches: list[TrainCache], i: int) -> None:
+    """Put the stack at the seeds' latest stored full states before point ``i``, or at the
+    untrained nets when they are not all at one such point."""
+    saved = [c.load_state() for c in caches]
+    at = {s["index"] if s is not None and s["index"] < i else None for s in saved}
+    usable = len(at) == 1 and None not in at
+    for k, s in enumerate(saved):
+        learner.load_state_dict(s["train"] if usable else learner.initial[k], k)
+    log.info(
+        "training %s (%s) from point %d", caches[0].dir, _who(learner), at.pop() if usable else 0
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,46 +383,169 @@ def cached_points(
 
 @dataclass
 class TrainSums:
-    """Running sums over the samples trained on, kept on the device (no host sync)."""
+    """Running sums over the samples trained on, per seed, kept on the device (no host sync)."""
 
-    loss: torch.Tensor  # () float: sum of per-sample cross-entropy, nats
-    correct: torch.Tensor  # () long: correctly classified samples
-    seen: int = 0
+    loss: torch.Tensor  # (S,) float: sum of per-sample cross-entropy, nats
+    correct: torch.Tensor  # (S,) long: correctly classified samples
+    seen: int = 0  # per seed (every seed sees as many)
 
     @classmethod
-    def zeros(cls, device: torch.device) -> TrainSums:
-        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
+    def zeros(cls, device: torch.device, seeds: int = 1) -> TrainSums:
+        return cls(
+            torch.zeros(seeds, device=device), torch.zeros(seeds, device=device, dtype=torch.long)
+        )
 
 
 def train_batches(
-    model: nn.Module,
+    models: Sequence[nn.Module],
     optimizer: torch.optim.Optimizer,
     data: Dataset,
-    index_batches: list[torch.Tensor],
+    index_batches: Sequence[torch.Tensor],
     sums: TrainSums,
 ) -> None:
-    """The hot loop: one optimizer step per index batch of the training split, adding the
-    batch's loss and accuracy to ``sums`` on the device."""
-    model.train()
-    for idx in index_batches:
-        x, y = data.x_train[idx], data.y_train[idx]  # (B, C, H, W), (B,)
-        logits = model(x)  # (B, n_classes)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        sums.loss += loss.detach() * len(y)  # stays on the device: no per-batch host sync
-        sums.correct += (logits.detach().argmax(1) == y).sum()
-        sums.seen += len(idx)
+    """The hot loop: one optimizer step of every seed per (S, B) index batch of the training
+    split, adding each seed's batch loss and accuracy to ``sums`` on the device.
 
-
-class Trainer:
-    """A training position: model, optimizer, batch-order generator, steps done.
-
-    Epochs draw a fresh permutation of the training split from ``generator`` (seeded with the
-    job's seed) and step through its batch-size slices; ``train_to`` may stop mid-epoch (log
-    schedules) and the state keeps the epoch's order, so training resumes exactly.
+    Each seed's net runs on its own batch as it would alone (the same ops on the same shapes),
+    all seeds in one Python step: one backward through the sum of their losses (the gradient
+    of each seed's loss is exactly 1) and one optimizer step over every seed's parameters (per
+    parameter: each seed's step is its own). So a seed's numbers are bit for bit those of a
+    stack of one. (A batched matmul over a leading seed axis was measured not to be: see the
+    README, "Seeds trained together".)
     """
+    for model in models:
+        model.train()
+    for idx in index_batches:  # (S, B): seed k's batch in row k
+        x, y = data.x_train[idx], data.y_train[idx]  # (S, B, C, H, W), (S, B)
+        logits = [model(xk) for model, xk in zip(models, x)]  # S x (B, n_classes)
+        loss = torch.stack([F.cross_entropy(lk, yk) for lk, yk in zip(logits, y)])  # (S,)
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+        sums.loss += loss.detach() * idx.shape[1]  # stays on the device: no per-batch host sync
+        sums.correct += torch.stack(
+            [(lk.detach().argmax(1) == yk).sum() for lk, yk in zip(logits, y)]
+        )
+        sums.seen += idx.shape[1]
+
+
+class StackTrainer:
+    """A training position of S seeds trained as one stacked model: their nets, one optimizer
+    over all their parameters, one batch-order generator per seed, steps done (the same for
+    every seed).
+
+    Epochs draw a fresh permutation of the training split per seed from its generator (seeded
+    with the seed) and step through its batch-size slices; ``advance`` may stop mid-epoch (log
+    schedules) and each seed's state keeps its epoch's order, so training resumes exactly. A
+    seed's state (:meth:`state_dict`) is the state of its net trained alone: the same keys, the
+    same optimizer state, usable by a stack of any size.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        optimizer: torch.optim.Optimizer,
+        data: Dataset,
+        batch_size: int,
+        seeds: Sequence[int],
+    ) -> None:
+        self.models, self.seeds = list(models), [int(s) for s in seeds]
+        self.optimizer, self.data, self.batch_size = optimizer, data, batch_size
+        self.device = data.x_train.device
+        self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in self.seeds]
+        self.tags: list[Any] = list(range(len(self.models)))  # what each seed stands for
+        self.n = len(data.y_train)
+        self.per_epoch = steps_per_epoch(self.n, batch_size)
+        self.step = 0
+        self.order: torch.Tensor | None = None  # (S, n): each seed's order of this epoch
+        self.epoch_batches: list[torch.Tensor] = []  # [(S, B)] slices of the order
+        self.initial = [copy.deepcopy(self.state_dict(k)) for k in range(len(self.models))]
+
+    def advance(self, step: int) -> Stats:
+        """Train until ``step`` optimizer steps are done; per seed, the mean loss and accuracy
+        of the samples seen since the last call (NaN if none), or the ``TrainingDiverged`` of
+        a seed whose loss over them is NaN or infinite."""
+        sums = TrainSums.zeros(self.device, len(self.models))
+        begin = self.step
+        while self.step < step:
+            pos = self.step % self.per_epoch
+            if pos == 0:
+                self.new_epoch()
+            stop = min(self.per_epoch, pos + step - self.step)
+            train_batches(
+                self.models, self.optimizer, self.data, self.epoch_batches[pos:stop], sums
+            )
+            self.step += stop - pos
+        if sums.seen == 0:
+            return [dict(NO_TRAINING) for _ in self.models]
+        stats: Stats = []
+        for loss, correct in zip(sums.loss.tolist(), sums.correct.tolist()):  # one host sync
+            train_loss = loss / sums.seen
+            if math.isfinite(train_loss):
+                stats.append({"train_loss": train_loss, "train_acc": correct / sums.seen})
+            else:
+                stats.append(
+                    TrainingDiverged(
+                        f"training diverged: train_loss is {train_loss} over optimizer steps "
+                        f"{begin + 1}..{self.step} (epoch {self.step / self.per_epoch:.2f}); the "
+                        "rows measured before are kept. Try a smaller optimizer.lr."
+                    )
+                )
+        return stats
+
+    def new_epoch(self) -> None:
+        """Draw every seed's order of the next epoch."""
+        orders = [
+            torch.cat(list(batches(self.n, self.batch_size, g, self.device)))
+            for g in self.generators
+        ]  # [(n,)]
+        self.set_order(torch.stack(orders))
+
+    def set_order(self, order: torch.Tensor | None) -> None:
+        self.order = order  # (S, n)
+        self.epoch_batches = [] if order is None else list(order.split(self.batch_size, dim=1))
+
+    def drop(self, positions: Sequence[int]) -> None:
+        """Take the seeds at ``positions`` out of the stack; the others go on unchanged."""
+        if not positions:
+            return
+        keep = [k for k in range(len(self.models)) if k not in set(positions)]
+        for name in ("models", "seeds", "generators", "tags", "initial"):
+            setattr(self, name, [getattr(self, name)[k] for k in keep])
+        self.optimizer = optimizer_over(self.optimizer, self.models)
+        self.set_order(None if self.order is None or not keep else self.order[keep])
+
+    def state_dict(self, k: int = 0) -> dict[str, Any]:
+        """Everything needed to continue training seed ``k`` bit for bit, alone or stacked."""
+        mid_epoch = self.step % self.per_epoch != 0
+        return {
+            "model": self.models[k].state_dict(),
+            "optimizer": seed_optimizer_state(self.optimizer, self.models[k]),
+            "generator": self.generators[k].get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "order": self.order[k].clone() if mid_epoch and self.order is not None else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], k: int = 0) -> None:
+        """Put seed ``k`` at ``state``; every seed of a stack must be put at the same step."""
+        self.models[k].load_state_dict(state["model"])
+        load_seed_optimizer_state(self.optimizer, self.models[k], state["optimizer"])
+        self.generators[k].set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        order = state["order"]
+        if order is None:
+            self.set_order(None)
+            return
+        if self.order is None:
+            self.set_order(order.new_empty(len(self.models), len(order)).to(self.device))
+        self.order[k] = order.to(self.device)  # the slices are views: they follow
+
+
+class Trainer(StackTrainer):
+    """A stack of one, for code that trains one net: ``model``, ``generator``, ``train_to``
+    returning the figures and raising ``TrainingDiverged``."""
 
     def __init__(
         self,
@@ -265,68 +555,66 @@ class Trainer:
         batch_size: int,
         seed: int,
     ) -> None:
-        self.model, self.optimizer, self.data, self.batch_size = model, optimizer, data, batch_size
-        self.device = data.x_train.device
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.n = len(data.y_train)
-        self.per_epoch = steps_per_epoch(self.n, batch_size)
-        self.step = 0
-        self.epoch_batches: list[torch.Tensor] = []  # [(B,)] index slices of the current epoch
-        self.initial = copy.deepcopy(self.state_dict())
+        super().__init__([model], optimizer, data, batch_size, [seed])
+
+    @property
+    def model(self) -> nn.Module:
+        return self.models[0]
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self.generators[0]
+
+    @generator.setter
+    def generator(self, value: torch.Generator) -> None:
+        self.generators[0] = value
 
     def train_to(self, step: int) -> dict[str, float]:
-        """Train until ``step`` optimizer steps are done; mean loss and accuracy of the samples
-        seen since the last call (NaN if none).
+        (stats,) = self.advance(step)
+        if isinstance(stats, Exception):
+            raise stats
+        return stats
 
-        Raises
-        ------
-        TrainingDiverged
-            if the loss of those samples is NaN or infinite.
-        """
-        sums = TrainSums.zeros(self.device)
-        begin = self.step
-        while self.step < step:
-            pos = self.step % self.per_epoch
-            if pos == 0:
-                self.epoch_batches = list(
-                    batches(self.n, self.batch_size, self.generator, self.device)
-                )
-            stop = min(self.per_epoch, pos + step - self.step)
-            train_batches(self.model, self.optimizer, self.data, self.epoch_batches[pos:stop], sums)
-            self.step += stop - pos
-        if sums.seen == 0:
-            return dict(NO_TRAINING)
-        train_loss = sums.loss.item() / sums.seen
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(
-                f"training diverged: train_loss is {train_loss} over optimizer steps "
-                f"{begin + 1}..{self.step} (epoch {self.step / self.per_epoch:.2f}); the rows "
-                f"measured before are kept. Try a smaller optimizer.lr."
-            )
-        return {"train_loss": train_loss, "train_acc": sums.correct.item() / sums.seen}
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue training bit for bit."""
-        mid_epoch = self.step % self.per_epoch != 0
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "step": self.step,
-            "order": torch.cat(self.epoch_batches) if mid_epoch else None,  # (n,)
-        }
+def optimizer_over(
+    optimizer: torch.optim.Optimizer, models: Sequence[nn.Module]
+) -> torch.optim.Optimizer:
+    """An optimizer like ``optimizer`` over the parameters of ``models``, each parameter with
+    the state it has in ``optimizer``."""
+    params = [p for m in models for p in m.parameters()]
+    new = type(optimizer)(params, **optimizer.defaults)
+    new.state.update({p: optimizer.state[p] for p in params if p in optimizer.state})
+    return new
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.step = int(state["step"])
-        order = state["order"]
-        self.epoch_batches = (
-            [] if order is None else list(order.to(self.device).split(self.batch_size))
-        )
+
+def _over_exactly(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> bool:
+    """Whether ``optimizer`` holds exactly ``params``, in order (compared by identity)."""
+    held = [p for g in optimizer.param_groups for p in g["params"]]
+    return len(held) == len(params) and all(a is b for a, b in zip(held, params))
+
+
+def seed_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, Any]:
+    """The ``state_dict`` an optimizer over ``model``'s parameters alone would have."""
+    params = list(model.parameters())
+    if _over_exactly(optimizer, params):
+        return optimizer.state_dict()  # a stack of one
+    return optimizer_over(optimizer, [model]).state_dict()
+
+
+def load_seed_optimizer_state(
+    optimizer: torch.optim.Optimizer, model: nn.Module, state: Mapping[str, Any]
+) -> None:
+    """Load the state of an optimizer over ``model``'s parameters alone into ``optimizer``."""
+    params = list(model.parameters())
+    if _over_exactly(optimizer, params):
+        optimizer.load_state_dict(state)
+        return
+    alone = type(optimizer)(params, **optimizer.defaults)
+    alone.load_state_dict(state)
+    for p in params:
+        optimizer.state.pop(p, None)
+        if p in alone.state:
+            optimizer.state[p] = alone.state[p]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,12 +783,15 @@ def log_point(
     t_train: float,
     t_estimate: float,
     note: str = "",
+    who: str = "",
 ) -> None:
-    """One line per evaluation point; ``note`` says when rows came from or went to other jobs."""
+    """One line per evaluation point (per seed of a stack: ``who``); ``note`` says when rows
+    came from or went to other jobs."""
     stats = measured[0]
     log.info(
-        "eval %d/%d epoch %s step %d  train_loss %.4f  train_acc %.3f  eval_acc %.3f  "
+        "%seval %d/%d epoch %s step %d  train_loss %.4f  train_acc %.3f  eval_acc %.3f  "
         "I_XT %s  I_TY %s  (train %.2fs, estimate %.2fs%s)",
+        who,
         point.index,
         len(points) - 1,
         f"{point.epoch:.3g}" if isinstance(point.epoch, float) else point.epoch,

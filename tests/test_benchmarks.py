@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -102,3 +103,25 @@ def assert_ratio(ratio: float | None, num: float, den: float) -> None:
     low = (num - half) / (den + half) - half
     high = (num + half) / (den - half) + half if den > half else math.inf
     assert low <= ratio <= high, f"{ratio} is not {num} / {den}"
+
+
+@pytest.mark.slow
+def test_bench_stack_times_one_seed_and_many_side_by_side(tmp_path):
+    args = ["--epochs", "20", "--evals", "4", "--seeds", "3", "--digits-seeds", "2"]
+    args += ["--digits-epochs", "1", "--json", str(tmp_path / "stack.json")]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_stack.py"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "stack.json").read_text())
+    for which, seeds in (("tishby", 3), ("digits", 2)):
+        one, many = got[which]["one"], got[which]["many"]
+        assert got[which]["ratio"] == pytest.approx(many["wall"] / one["wall"])
+        assert many["evaluations"] == seeds * one["evaluations"]  # every seed evaluated
+        assert one["evaluations"] > 0 and got[which]["seeds"] == seeds
+        assert f"ratio {seeds} seeds / 1 seed" in proc.stdout

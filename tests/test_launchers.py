@@ -1,5 +1,6 @@
-"""Launchers: the same sweep under basic, joblib and submitit_local gives the same merged table;
-Slurm and Ray configs compose and validate without a cluster; directories never collide."""
+"""Launchers: the same sweep under infoflow's, basic, joblib and submitit_local gives the same
+merged table; Slurm and Ray configs compose and validate without a cluster; directories never
+collide."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from omegaconf import OmegaConf
 # submitit_local hides the GPUs by default (hydra.launcher.gpus_per_node=0), and a net trained
 # on another device has other numbers (seen on an H200 machine, 2026-11-29)
 SWEEP = ("-m", "model=mlp1,mlp3", "trainer.epochs=1", "runtime.device=cpu")
-LAUNCHERS = ("basic", "joblib", "submitit_local")
+LAUNCHERS = ("basic", "infoflow", "joblib", "submitit_local")
 
 
 def comparable(df: pd.DataFrame) -> pd.DataFrame:
@@ -61,7 +62,7 @@ def test_merge_callback_runs_under_every_launcher(sweeps, launcher):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["infoflow", "joblib", "submitit_local"])
 def test_parallel_launchers_give_the_basic_launchers_numbers(sweeps, launcher):
     basic = pd.read_parquet(sweeps["basic"][1] / "results.parquet")
     other = pd.read_parquet(sweeps[launcher][1] / "results.parquet")
@@ -207,7 +208,7 @@ def test_ray_config_composes(compose_cfg):
 
 
 def test_every_launcher_keeps_the_merge_callback_and_the_sweep_dir_shape(compose_cfg):
-    for launcher in ("basic", "joblib", "submitit_local", "submitit_slurm"):
+    for launcher in ("infoflow", "basic", "joblib", "submitit_local", "submitit_slurm"):
         cfg = compose_cfg(f"hydra/launcher={launcher}", return_hydra_config=True)
         assert "merge_results" in cfg.hydra.callbacks
         assert re.fullmatch(

@@ -30,8 +30,11 @@ USER_SWEEP = ("-m", "model=mlp1,mlp3,mlp5,cnn", "estimator.bins=10,30", "trainer
 def test_every_package_of_the_source_tree_is_in_the_wheel():
     setuptools = PYPROJECT["tool"]["setuptools"]
     source = {
-        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "infoflow").rglob("__init__.py")
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("infoflow", "hydra_plugins")  # hydra_plugins: a namespace, the launcher
+        for p in (ROOT / top).rglob("__init__.py")
     }
+    assert "hydra_plugins.infoflow_launcher" in source
     assert set(setuptools["packages"]) == source | {"infoflow.conf"}
     assert setuptools["package-dir"] == {"infoflow.conf": "conf"}
     # every config file matches the package-data globs (one level of groups)
@@ -54,7 +57,7 @@ def _build_wheel(out: Path) -> Path:
     """Build the wheel from a copy of the sources (no build/ or egg-info in the checkout)."""
     src = out / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in ("infoflow", "conf"):
+    for name in ("infoflow", "hydra_plugins", "conf"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
@@ -121,7 +124,9 @@ def test_the_wheel_runs_the_users_sweep_from_an_empty_directory(tmp_path):
     merged = pd.read_parquet(sweep / "results.parquet")
     assert merged.run_id.nunique() == 8
     assert merged.groupby(["model", "estimator.bins"]).ngroups == 8
-    assert "infoflow/conf" in (sweep / "0" / ".hydra" / "hydra.yaml").read_text()
+    hydra_yaml = (sweep / "0" / ".hydra" / "hydra.yaml").read_text()
+    assert "infoflow/conf" in hydra_yaml
+    assert "hydra_plugins.infoflow_launcher" in hydra_yaml  # the launcher came with the wheel
 
     report = subprocess.run(
         [bin_dir / "infoflow-report", str(sweep)],
