@@ -36,6 +36,7 @@ from infoflow.job import (
     training_config,
     training_key,
 )
+from infoflow.launcher import register_launcher
 from infoflow.paths import config_dir
 from infoflow.sharing import SharedEstimates, plan_path
 from infoflow.store import TrainCache
@@ -43,6 +44,7 @@ from infoflow.train import Member, TrainerConfig, run_stack
 
 log = logging.getLogger("infoflow")
 register_resolvers()
+register_launcher()
 
 
 def build(node: Any, **kwargs: Any) -> Any:

@@ -66,6 +66,22 @@ def check_options(options: dict[str, Any]) -> int:
     return max_stack
 
 
+def register_launcher() -> None:
+    """Make ``hydra/launcher=infoflow`` known to Hydra however infoflow is installed.
+
+    Hydra finds plugins by listing the folders of the ``hydra_plugins`` namespace package; an
+    editable install (``pip install -e .``) maps our package through an import hook that such a
+    listing does not see, so a run from outside the checkout would not find the default
+    launcher. Importing the plugin module stores its config node; ``Plugins.register`` is
+    Hydra's public way to add a plugin class by hand (a second registration is a no-op).
+    """
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.infoflow_launcher.infoflow_launcher import InfoflowLauncher
+
+    Plugins.instance().register(InfoflowLauncher)
+
+
 # ---------------------------------------------------------------------------------------------
 # the plan
 
