@@ -368,16 +368,18 @@ class Job(Recorder):
         """The rows of this run's first ``done`` evaluations in its table, or None."""
         if done == 0:
             return pa.table({})
-        table, _ = io.read_table(self.path / io.JOB_TABLE)
-        if table is None or set(table["run_id"].astype(str)) != {self.run_id}:
-            return None
-        keys = [c for c in ("epoch", "step") if c in table.columns]
-        evaluation = table.groupby(keys, sort=False).ngroup()  # 0, 1, ... in table order
-        if evaluation.max() + 1 < done:
-            return None
-        try:
+        try:  # once, as Arrow: the rows go back with the types they were written with
             whole = pq.read_table(self.path / io.JOB_TABLE)
         except (OSError, pa.ArrowException):
+            return None
+        names = whole.column_names
+        if any(c not in names for c in io.REQUIRED):
+            return None
+        if set(whole["run_id"].cast(pa.string()).to_pylist()) != {self.run_id}:
+            return None
+        keys = [c for c in ("epoch", "step") if c in names]
+        evaluation = whole.select(keys).to_pandas().groupby(keys, sort=False).ngroup()  # 0, 1..
+        if evaluation.max() + 1 < done:
             return None
         return whole.filter(pa.array((evaluation < done).to_numpy()))
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
+from infoflow import io
 from infoflow.data import load_digits
 from infoflow.estimators import binning
 from infoflow.job import Job
@@ -278,13 +279,6 @@ def test_cli_stacks_give_the_numbers_of_jobs_run_alone_under_every_launcher(tmp_
         )
 
 
-def read_status(path):
-    try:
-        return json.loads((path / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 @pytest.mark.slow
 def test_cli_stack_killed_mid_group_resumes_to_the_uninterrupted_tables(tmp_path):
     args = ["-m", "model=mlp1", "seed=0,1,2,3", "trainer.epochs=12", "estimator.bins=10"]
@@ -293,13 +287,13 @@ def test_cli_stack_killed_mid_group_resumes_to_the_uninterrupted_tables(tmp_path
     proc = cli(*args, "hydra.sweep.dir=cut", cwd=tmp_path, wait=False)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        st = read_status(tmp_path / "cut" / "3")
+        st = io.read_status(tmp_path / "cut" / "3")[0]
         if st is not None and st["evals_done"] >= 3:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    states = [read_status(tmp_path / "cut" / str(i)) for i in range(4)]
+    states = [io.read_status(tmp_path / "cut" / str(i))[0] for i in range(4)]
     assert all(s["status"] == "running" and s["evals_done"] < 13 for s in states), states
     again = cli(*args, "hydra.sweep.dir=cut", "runtime.resume=true", cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:]

@@ -72,14 +72,22 @@ def _input_side(
     """The X side of :func:`renyi`: batch indices (k, b), X's Gram matrices (k, b, b), their
     entropies S(X) (k,) and X's kernel width."""
     idx = batch_indices(len(X), batch_size, batches, seed).to(X.device)  # (k, b)
-    k, b = idx.shape
-    Xb = X[idx.reshape(-1)].to(work)  # (k b, d_x)
-    if not bool(torch.isfinite(Xb).all()):
-        raise ValueError("activations and inputs must be finite, got NaN or inf")
-    Xb = Xb - Xb.mean(0)
-    sigma_X = kernel_width(Xb, width, width_rule, b)
-    K_X = _grams(Xb.view(k, b, -1), sigma_X)  # (k, b, b)
+    sigma_X, K_X = _batch_grams(X, idx, width, width_rule, work)  # float, (k, b, b)
     return idx, K_X, _entropy(power_sums(K_X, alpha), alpha), sigma_X
+
+
+def _batch_grams(
+    A: torch.Tensor, idx: torch.Tensor, width: float, width_rule: str, work: torch.dtype
+) -> tuple[float, torch.Tensor]:
+    """(kernel width, Gram matrices (k, b, b)) of ``A``'s rows in the batches ``idx`` (k, b):
+    only the batches' rows, centred on their mean (smaller rounding in the distances)."""
+    k, b = idx.shape
+    Ab = A[idx.reshape(-1)].to(work)  # (k b, d)
+    if not bool(torch.isfinite(Ab).all()):
+        raise ValueError("activations and inputs must be finite, got NaN or inf")
+    Ab = Ab - Ab.mean(0)
+    sigma = kernel_width(Ab, width, width_rule, b)
+    return sigma, _grams(Ab.view(k, b, -1), sigma)
 
 
 def power_sums(A: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -238,13 +246,7 @@ def renyi(
             lambda: _input_side(X, alpha, width, width_rule, batch_size, batches, seed, work),
         )  # (k, b), (k, b, b), (k,), float
         k, b = idx.shape
-        # only the batches' rows, centred on their mean: smaller rounding in the distances
-        Tb = T[idx.reshape(-1)].to(work)  # (k b, d)
-        if not bool(torch.isfinite(Tb).all()):
-            raise ValueError("activations and inputs must be finite, got NaN or inf")
-        Tb = Tb - Tb.mean(0)
-        sigma_T = kernel_width(Tb, width, width_rule, b)
-        K_T = _grams(Tb.view(k, b, -1), sigma_T)  # (k, b, b)
+        sigma_T, K_T = _batch_grams(T, idx, width, width_rule, work)  # float, (k, b, b)
         S_T, S_XT = _entropy(power_sums(torch.stack([K_T, K_T * K_X], 1), alpha), alpha).unbind(1)
         L = labels[idx]  # (k, b) the batches' labels
         counts = torch.zeros((k, max(n_classes, 1)), dtype=torch.long, device=dev)
