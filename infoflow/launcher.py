@@ -190,15 +190,15 @@ def launch(
         jobs.append(PlannedJob(idx, list(overrides), sweep_config))
     wiring = group_wiring(launcher.task_function)
     plan = plan_jobs(jobs, max_stack if wiring else 1, sweep_dir, str(config.hydra.runtime.cwd))
+    stacked = [s for s in plan.stacks if len(s) > 1]
     log.info(
-        "Launching %d jobs in this process: %d stack(s) of seeds trained together "
-        "(hydra.launcher.max_stack=%d)%s; planned in %.2fs",
+        "Launching %d jobs in this process: %s%s; planned in %.2fs",
         len(jobs),
-        len(plan.stacks),
-        max_stack,
-        f", {plan.shared} training config(s) sharing their evaluation passes"
-        if plan.shared
-        else "",
+        f"{sum(map(len, stacked))} of them as {len(stacked)} stack(s) of seeds trained together "
+        f"(hydra.launcher.max_stack={max_stack})"
+        if stacked
+        else "one after another",
+        f", {plan.shared} training config(s) share their evaluation passes" if plan.shared else "",
         time.perf_counter() - t0,
     )
     returns: dict[int, Any] = {}

@@ -24,15 +24,15 @@ from infoflow.results import merge_sweep
 #   mid_step N     before the N-th optimizer step (digits, batch 32: 45 steps an epoch)
 #   mid_write N    half-way through writing the N-th table (the temporary file is torn)
 DRIVER = r"""
-import io, os, runpy, sys, time
+import os, runpy, sys, time
 from pathlib import Path
-import pandas as pd
 from torch.optim.optimizer import register_optimizer_step_pre_hook
+import infoflow.io as io
 
 mode, n, marker = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 sys.argv = ["infoflow", *sys.argv[4:]]
-orig = pd.DataFrame.to_parquet
 count = {"writes": 0, "steps": 0}
+atomic = io.write_atomic
 
 
 def hang():
@@ -41,33 +41,23 @@ def hang():
     os._exit(3)
 
 
-def to_parquet(self, path, *a, **k):
-    if "mi.parquet" not in str(path):
-        return orig(self, path, *a, **k)
+# Every file infoflow writes goes through io.write_atomic: a temporary file, then a rename.
+def write_atomic(path, write):
+    path = Path(path)
+    if path.name != "mi.parquet":
+        return atomic(path, write)
     count["writes"] += 1
-    if mode == "mid_write" and count["writes"] == n:
-        buf = io.BytesIO()
-        orig(self, buf, *a, **k)
-        data = buf.getvalue()
-        with open(path, "wb") as f:
-            f.write(data[: len(data) // 2])
-            f.flush()
-            hang()
-    return orig(self, path, *a, **k)
+    if mode == "mid_write" and count["writes"] == n:  # the write is torn before its rename
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.torn.tmp")
+        write(tmp)
+        tmp.write_bytes(tmp.read_bytes()[: tmp.stat().st_size // 2])
+        hang()
+    atomic(path, write)
+    if mode == "after_write" and count["writes"] == n:
+        hang()
 
 
-pd.DataFrame.to_parquet = to_parquet
-if mode == "after_write":
-    import infoflow.io as results
-
-    write = results.write_parquet
-
-    def write_then_hang(df, path):
-        write(df, path)
-        if Path(path).name == "mi.parquet" and count["writes"] == n:
-            hang()
-
-    results.write_parquet = write_then_hang
+io.write_atomic = write_atomic
 
 
 def pre_step(opt, args, kwargs):

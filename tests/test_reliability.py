@@ -159,20 +159,34 @@ def test_the_sweep_lists_its_jobs_before_the_first_starts(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signalled_sweep_ends_interrupted_merged_and_lists_every_job(tmp_path, sig):
+@pytest.mark.parametrize(
+    ("max_stack", "expect"),
+    [
+        (1, ["completed", "interrupted", "not started", "not started"]),  # one job after another
+        (32, ["interrupted"] * 4),  # the four seeds train as one stack: all stop together
+    ],
+    ids=["alone", "stacked"],
+)
+def test_a_signalled_sweep_ends_interrupted_merged_and_lists_every_job(
+    tmp_path, sig, max_stack, expect
+):
     proc = start("-m", "model=mlp1", "seed=0,1,2,3", "trainer.epochs=40", "hydra.sweep.dir=sw",
-                 "runtime.device=cpu", cwd=tmp_path)  # fmt: skip
-    wait_for_evaluation(tmp_path / "sw" / "1" / "status.json", proc)
+                 f"hydra.launcher.max_stack={max_stack}", "runtime.device=cpu",
+                 cwd=tmp_path)  # fmt: skip
+    last = expect.index("interrupted") if max_stack == 1 else 3  # the stack's last seed
+    wait_for_evaluation(tmp_path / "sw" / str(last) / "status.json", proc)
     proc.send_signal(sig)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 128 + sig, out[-3000:]
     assert "Traceback" not in out
     assert f"interrupted by {sig.name}" in out
     jobs = pd.read_parquet(tmp_path / "sw" / JOBS_TABLE)
-    assert jobs.status.tolist() == ["completed", "interrupted", "not started", "not started"]
+    assert jobs.status.tolist() == expect
     merged = pd.read_parquet(tmp_path / "sw" / SWEEP_TABLE)
-    assert set(merged.status) == {"completed", "interrupted"}
-    assert "runtime.resume=true" in jobs.error[1]
+    assert set(merged.status) == set(expect) - {"not started"}
+    for i in (k for k, s in enumerate(expect) if s == "interrupted"):
+        assert "runtime.resume=true" in jobs.error[i]
+    assert (merged.groupby("seed").size() > 0).sum() == 4 - expect.count("not started")
 
 
 @pytest.mark.slow
