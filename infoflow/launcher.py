@@ -82,6 +82,45 @@ def register_launcher() -> None:
     Plugins.instance().register(InfoflowLauncher)
 
 
+class ComposeOnce:
+    """A sweep's config loader that composes each job's config once.
+
+    Hydra's sweeper composes every job of a batch to check it before launching
+    (``Sweeper.validate_batch_is_legal``: "This repeat work the launcher will do"), and this
+    launcher composes them again to plan and run them: about 0.14 s a job here, a tenth of the
+    README's 8-job digits sweep. The sweeper and the launcher share one ``HydraContext``;
+    :meth:`InfoflowLauncher.setup` puts this wrapper in it, so the launcher takes each config
+    the check composed (once: it then owns it) and composes only what was not checked.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.composed: dict[tuple[int, tuple[str, ...]], DictConfig] = {}
+
+    def load_sweep_config(
+        self, master_config: DictConfig, sweep_overrides: list[str]
+    ) -> DictConfig:
+        key = (id(master_config), tuple(sweep_overrides))
+        if key not in self.composed:
+            self.composed[key] = self.loader.load_sweep_config(master_config, sweep_overrides)
+        return self.composed[key]
+
+    def take(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        """The job's config, composed by the check or now; the launcher's own from here on."""
+        config = self.load_sweep_config(master_config, sweep_overrides)
+        del self.composed[(id(master_config), tuple(sweep_overrides))]
+        return config
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the ConfigLoader interface
+        return getattr(self.loader, name)
+
+
+def compose_once(context: Any) -> None:
+    """Wrap ``context.config_loader`` (a ``HydraContext``) in :class:`ComposeOnce`."""
+    if not isinstance(context.config_loader, ComposeOnce):
+        context.config_loader = ComposeOnce(context.config_loader)
+
+
 # ---------------------------------------------------------------------------------------------
 # the plan
 
@@ -183,7 +222,11 @@ def launch(
     jobs = []
     for i, overrides in enumerate(job_overrides):
         idx = initial_job_idx + i
-        sweep_config = context.config_loader.load_sweep_config(config, list(overrides))
+        loader = context.config_loader
+        if isinstance(loader, ComposeOnce):
+            sweep_config = loader.take(config, list(overrides))
+        else:
+            sweep_config = loader.load_sweep_config(config, list(overrides))
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = idx
             sweep_config.hydra.job.num = idx

@@ -21,7 +21,14 @@ from infoflow import io
 from infoflow.data import load_digits
 from infoflow.estimators import binning
 from infoflow.job import Job
-from infoflow.launcher import LauncherError, PlannedJob, check_options, make_stacks
+from infoflow.launcher import (
+    ComposeOnce,
+    LauncherError,
+    PlannedJob,
+    check_options,
+    compose_once,
+    make_stacks,
+)
 from infoflow.models import CNN, MLP
 from infoflow.store import TrainCache
 from infoflow.train import Member, Recorder, StackTrainer, TrainerConfig, run_stack
@@ -224,6 +231,39 @@ def test_infoflow_launcher_is_the_default(compose_cfg):
     assert cfg.hydra.launcher.max_stack == 32
 
 
+class CountingLoader:
+    """A config loader that counts what it composes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def load_sweep_config(self, master_config, sweep_overrides):
+        self.calls.append(tuple(sweep_overrides))
+        return {"overrides": list(sweep_overrides)}
+
+    def get_sources(self):
+        return "sources"
+
+
+def test_each_job_config_is_composed_once_for_the_check_and_the_launcher():
+    from hydra.types import HydraContext
+
+    inner, master = CountingLoader(), object()
+    context = HydraContext(config_loader=inner, callbacks=None)
+    compose_once(context)
+    compose_once(context)  # a second setup does not wrap twice
+    loader = context.config_loader
+    assert isinstance(loader, ComposeOnce) and loader.loader is inner
+    for job in (["seed=0"], ["seed=1"]):  # the sweeper's check of the batch
+        loader.load_sweep_config(master, job)
+    checked = loader.take(master, ["seed=0"])
+    assert checked == {"overrides": ["seed=0"]} and inner.calls == [("seed=0",), ("seed=1",)]
+    loader.take(master, ["seed=2"])  # not checked: composed now
+    loader.take(master, ["seed=0"])  # taken already: composed again
+    assert inner.calls[2:] == [("seed=2",), ("seed=0",)]
+    assert loader.get_sources() == "sources"  # the rest of the interface passes through
+
+
 # ---------------------------------------------------------------------------------------------
 # the real CLI
 
@@ -249,6 +289,46 @@ def numbers(sweep: Path) -> pd.DataFrame:
 
 
 SEEDS = ("-m", "model=mlp1", "seed=0,1,2", "trainer.epochs=2", "runtime.device=cpu")
+
+
+COUNT_COMPOSITIONS = r"""
+import runpy, sys
+from infoflow import launcher
+
+count = [0]
+original = launcher.ComposeOnce.__init__
+
+
+def counting(self, loader):
+    original(self, loader)
+    compose = loader.load_sweep_config
+
+    def load_sweep_config(*args, **kwargs):
+        count[0] += 1
+        return compose(*args, **kwargs)
+
+    self.loader = type("Counted", (), {"load_sweep_config": staticmethod(load_sweep_config)})()
+
+
+launcher.ComposeOnce.__init__ = counting
+sys.argv = ["infoflow", *sys.argv[1:]]
+try:
+    runpy.run_module("infoflow", run_name="__main__", alter_sys=True)
+finally:
+    print(f"compositions of job configs: {count[0]}")
+"""
+
+
+def test_a_sweep_composes_each_job_config_once(tmp_path):
+    driver = tmp_path / "driver.py"
+    driver.write_text(COUNT_COMPOSITIONS)
+    out = subprocess.run(
+        [sys.executable, str(driver), *SEEDS, "trainer.epochs=1", "hydra.sweep.dir=sw"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "compositions of job configs: 3" in out.stdout  # 3 jobs: checked, then launched
+    assert len(pd.read_parquet(tmp_path / "sw" / "jobs.parquet")) == 3
 
 
 def test_a_bad_stack_cap_stops_the_sweep_before_any_job(tmp_path):

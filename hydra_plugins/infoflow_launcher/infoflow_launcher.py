@@ -39,6 +39,9 @@ class InfoflowLauncher(Launcher):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        from infoflow.launcher import compose_once
+
+        compose_once(hydra_context)  # the sweeper's check and this launcher share compositions
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(

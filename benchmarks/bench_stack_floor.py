@@ -1,0 +1,141 @@
+"""The arithmetic floor of S Tishby seeds trained together, against one seed's real step.
+
+Issue 14 asks ``-m experiment=tishby2017 seed=range(20)`` for at most 3x the wall time of one
+seed. A step of one seed (3,276 patterns, full batch, the [10,7,5,4,4,3] tanh net) is part
+Python and dispatch overhead, part arithmetic; a stack saves the first, never the second. This
+measures, per optimizer step, side by side in one process:
+
+- ``job, 1 seed``: the job's own step (:class:`infoflow.train.Trainer`, the stack of one);
+- ``job, S seeds``: the job's stacked step (:class:`infoflow.train.StackTrainer`): each seed's
+  layers as they run alone, bit for bit;
+- ``batched, S seeds``: the S seeds' arithmetic in the most batched form torch has on the CPU:
+  weights with a leading seed axis, one ``baddbmm`` per layer for all seeds, one cross-entropy,
+  one backward, one Adam step over the stacked tensors (not bit for bit: see the README,
+  "Seeds trained together"); the same data gather per seed as the job's;
+- ``matmuls only, S seeds``: of that, the forward and backward matmuls and tanh alone (no
+  gather, loss or optimizer): what no formulation of this net can avoid.
+
+Each at 1 and 2 threads (``--threads``). The ratios to ``job, 1 seed`` at its best thread
+count bound what stacking can give the training part of a sweep; the evaluations (one pass and
+estimate per seed and point) and each seed's files come on top.
+
+    python benchmarks/bench_stack_floor.py --seeds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+
+from infoflow.data import load_tishby
+from infoflow.models import MLP
+from infoflow.train import StackTrainer, Trainer
+
+HIDDEN = [10, 7, 5, 4, 4, 3]
+
+
+def adam(params) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=2e-4, foreach=True)
+
+
+def job_step(data, seeds: int):
+    """The job's step for ``seeds`` seeds (a stack of one when 1)."""
+    models = []
+    for s in range(seeds):
+        torch.manual_seed(s)
+        models.append(MLP(data.in_shape, data.n_classes, hidden=HIDDEN, activation="tanh"))
+    opt = adam([p for m in models for p in m.parameters()])
+    if seeds == 1:
+        trainer = Trainer(models[0], opt, data, 4096, 0)
+    else:
+        trainer = StackTrainer(models, opt, data, 4096, list(range(seeds)))
+    return lambda: trainer.advance(trainer.step + 1)
+
+
+def batched(data, seeds: int, matmuls_only: bool):
+    """The seeds' step as batched matmuls over a leading seed axis."""
+    dims = [12, *HIDDEN, data.n_classes]
+    Ws = [torch.randn(seeds, o, i).mul_(i**-0.5).requires_grad_() for i, o in zip(dims, dims[1:])]
+    bs = [torch.zeros(seeds, 1, o, requires_grad=True) for o in dims[1:]]
+    opt = adam(Ws + bs)
+    n = len(data.y_train)
+    gens = [torch.Generator().manual_seed(s) for s in range(seeds)]
+    x_all = data.x_train.reshape(n, -1)  # (n, 12)
+    x_fixed = x_all.expand(seeds, n, 12).contiguous()  # (S, n, 12)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        h = x  # (S, n, 12)
+        for k, (W, b) in enumerate(zip(Ws, bs)):
+            h = torch.baddbmm(b, h, W.transpose(1, 2))  # (S, n, out)
+            if k < len(Ws) - 1:
+                h = torch.tanh(h)
+        return h  # (S, n, n_classes)
+
+    def step() -> None:
+        if matmuls_only:
+            forward(x_fixed).sum().backward()
+            for p in Ws + bs:
+                p.grad = None
+            return
+        idx = torch.stack([torch.randperm(n, generator=g) for g in gens])  # (S, n)
+        x, y = x_all[idx], data.y_train[idx]  # (S, n, 12), (S, n)
+        logits = forward(x)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        opt.zero_grad(set_to_none=True)
+        loss.view(seeds, n).mean(1).sum().backward()
+        opt.step()
+
+    return step
+
+
+def per_step(step, steps: int) -> float:
+    for _ in range(max(3, steps // 10)):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--steps", type=int, default=200, help="steps timed per case (1 seed: 5x)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--reps", type=int, default=2, help="rounds; the minimum per case is kept")
+    args = p.parse_args()
+    data = load_tishby()
+    S = args.seeds
+    cases = {
+        "job, 1 seed": (lambda: job_step(data, 1), 5 * args.steps),
+        f"job, {S} seeds": (lambda: job_step(data, S), args.steps),
+        f"batched, {S} seeds": (lambda: batched(data, S, False), args.steps),
+        f"matmuls only, {S} seeds": (lambda: batched(data, S, True), args.steps),
+    }
+    best: dict[tuple[str, int], float] = {}
+    for _ in range(args.reps):  # rounds alternate the cases: the machine's drift cancels
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for name, (make, steps) in cases.items():
+                t = per_step(make(), steps)
+                best[name, threads] = min(best.get((name, threads), t), t)
+    print(
+        f"{platform.machine()}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"load {os.getloadavg()[0]:.1f}; ms per optimizer step, minimum of {args.reps} rounds"
+    )
+    one = min(best["job, 1 seed", t] for t in args.threads)
+    head = "".join(f"  {t} thread(s)" for t in args.threads)
+    print(f"{'case':<26}{head}   best / (job, 1 seed)")
+    for name in cases:
+        times = [best[name, t] for t in args.threads]
+        cols = "".join(f"  {1e3 * t:10.2f}" for t in times)
+        print(f"{name:<26}{cols}   {min(times) / one:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
