@@ -7,10 +7,11 @@ validation, the pieces built from their config groups (:func:`open_job`), the lo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,7 @@ class JobSetup:
     estimator: Any
     cache: TrainCache | None
     shared: SharedEstimates | None
+    log_files: list[logging.FileHandler]  # its Hydra job log, where its lines belong
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
@@ -103,6 +105,7 @@ def open_job(cfg: DictConfig, hydra_cfg: DictConfig) -> JobSetup | None:
     setup = None
     with job.running():
         job.config_hash = job_config_hash(cfg)
+        job.seed = int(cfg.seed) if isinstance(cfg.get("seed"), int) else None
         # before validating: a job that fails must not leave an earlier job's rows under its name
         if job.prepare(resume=OmegaConf.select(cfg, "runtime.resume") is True):
             return None
@@ -141,7 +144,10 @@ def open_job(cfg: DictConfig, hydra_cfg: DictConfig) -> JobSetup | None:
             cache.dir if cache else "off",
             job.path,
         )
-        setup = JobSetup(job, cfg, data, model, optimizer, make_optimizer, estimator, cache, shared)
+        files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+        setup = JobSetup(
+            job, cfg, data, model, optimizer, make_optimizer, estimator, cache, shared, files
+        )
     return setup
 
 
@@ -161,19 +167,22 @@ def run_group(setups: Sequence[JobSetup]) -> None:
         optimizer = first.optimizer
     else:
         optimizer = first.make_optimizer([p for s in setups for p in s.model.parameters()])
-        log.info("seeds %s trained as one stacked model", ", ".join(str(m.seed) for m in members))
     try:
-        run_stack(
-            members,
-            optimizer,
-            first.data,
-            TrainerConfig(**first.cfg.trainer),
-            probe_output=first.cfg.probe.output,
-            eval_batch_size=first.cfg.probe.batch_size,
-            resume=first.cfg.runtime.resume,
-            probe_samples=first.cfg.probe.samples,
-            on_error=lambda m, err: jobs[id(m)].failed(err),
-        )
+        with stack_logs(setups):
+            if len(setups) > 1:
+                seeds = ", ".join(str(m.seed) for m in members)
+                log.info("seeds %s trained as one stacked model", seeds)
+            run_stack(
+                members,
+                optimizer,
+                first.data,
+                TrainerConfig(**first.cfg.trainer),
+                probe_output=first.cfg.probe.output,
+                eval_batch_size=first.cfg.probe.batch_size,
+                resume=first.cfg.runtime.resume,
+                probe_samples=first.cfg.probe.samples,
+                on_error=lambda m, err: jobs[id(m)].failed(err),
+            )
     except KeyboardInterrupt as err:
         for m in members:
             if m.error is None and not m.finished:
@@ -183,6 +192,51 @@ def run_group(setups: Sequence[JobSetup]) -> None:
         for m in members:
             if m.error is None and not m.finished:
                 jobs[id(m)].failed(err)
+
+
+class SeedLines(logging.Filter):
+    """Lets through the lines of one seed and the lines of no seed in particular."""
+
+    def __init__(self, seed: int | None) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "seed", None) in (None, self.seed)
+
+
+@contextlib.contextmanager
+def stack_logs(setups: Sequence[JobSetup]) -> Iterator[None]:
+    """While a stack trains, every job's log file gets the stack's common lines and the lines of
+    its own seed (records carry ``seed``). Hydra configures logging per job, so when the stack
+    starts only the last job's file is open: the others are opened again, appending."""
+    if len(setups) < 2:
+        yield
+        return
+    root = logging.getLogger()
+    added: list[logging.Handler] = []
+    filtered: list[tuple[logging.Handler, logging.Filter]] = []
+    for setup in setups:
+        for handler in setup.log_files:
+            seed_only = SeedLines(setup.job.seed)
+            if handler in root.handlers:  # the last job's, open
+                handler.addFilter(seed_only)
+                filtered.append((handler, seed_only))
+                continue
+            again = logging.FileHandler(handler.baseFilename, mode="a", encoding=handler.encoding)
+            again.setLevel(handler.level)
+            again.setFormatter(handler.formatter)
+            again.addFilter(seed_only)
+            root.addHandler(again)
+            added.append(again)
+    try:
+        yield
+    finally:
+        for handler, seed_only in filtered:
+            handler.removeFilter(seed_only)
+        for handler in added:
+            root.removeHandler(handler)
+            handler.close()
 
 
 def cli() -> None:

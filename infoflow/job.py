@@ -242,6 +242,7 @@ class Job(Recorder):
         self.multirun = multirun
         self.run_id = new_run_id()
         self.meta: dict[str, Any] = {}  # the columns of every row (:func:`job_meta`)
+        self.seed: int | None = None  # on its log records: a stack's jobs log to their own files
         self._table: pa.Table | None = None  # the rows written so far, as Arrow
         self._train_state: Mapping | None = None  # at the last evaluation recorded
 
@@ -273,14 +274,19 @@ class Job(Recorder):
             f"and the same output dir ({self.path})"
         )
         self._end("interrupted", msg)
-        log.error("infoflow: %s", msg)
+        log.error("infoflow: %s", msg, extra={"seed": self.seed})
 
     def failed(self, err: Exception) -> None:
         """Mark the job ``failed`` with ``err``'s message: a single run exits 1 with it, a
         sweep's job ends quietly (the sweep's summary names it)."""
         msg = describe(err)
         wrote = self._end("failed", msg)
-        log.error("infoflow: error: %s", msg, exc_info=not isinstance(err, UserError))
+        log.error(
+            "infoflow: error: %s",
+            msg,
+            exc_info=not isinstance(err, UserError),
+            extra={"seed": self.seed},
+        )
         if not self.multirun:
             raise SystemExit(f"infoflow: error: {msg}") from None
         if not wrote:  # the sweep's merge reports it
@@ -416,7 +422,7 @@ class Job(Recorder):
         self._write_checkpoint(rows=self.rows)
         self.write_status("completed")
         if note := saturation_warning(pd.DataFrame(self.rows)):
-            log.warning("%s", note)
+            log.warning("%s", note, extra={"seed": self.seed})
 
     # -- files --------------------------------------------------------------------------------
 

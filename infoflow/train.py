@@ -287,7 +287,7 @@ def run_part(
             t2 = time.perf_counter()
             for m, new, note in lines:
                 who = f"seed {m.seed}: " if len(stats) > 1 else ""
-                log_point(point, points, new, t1 - t0, (t2 - t1) / len(stats), note, who)
+                log_point(point, points, new, t1 - t0, (t2 - t1) / len(stats), note, who, m.seed)
             learner.drop(stopped)
             t0 = time.perf_counter()
     for m in learner.tags:
@@ -784,9 +784,11 @@ def log_point(
     t_estimate: float,
     note: str = "",
     who: str = "",
+    seed: int | None = None,
 ) -> None:
     """One line per evaluation point (per seed of a stack: ``who``); ``note`` says when rows
-    came from or went to other jobs."""
+    came from or went to other jobs. The record carries ``seed``: a stack's jobs each log
+    their own seed's lines to their own file (``infoflow.__main__.stack_logs``)."""
     stats = measured[0]
     log.info(
         "%seval %d/%d epoch %s step %d  train_loss %.4f  train_acc %.3f  eval_acc %.3f  "
@@ -804,6 +806,7 @@ def log_point(
         t_train,
         t_estimate,
         f", {note}" if note else "",
+        extra={"seed": seed},
     )
 
 

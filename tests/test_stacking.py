@@ -331,6 +331,18 @@ def test_a_sweep_composes_each_job_config_once(tmp_path):
     assert len(pd.read_parquet(tmp_path / "sw" / "jobs.parquet")) == 3
 
 
+def test_each_job_of_a_stack_logs_its_own_seed_to_its_own_file(tmp_path):
+    out = cli(*SEEDS, "hydra.sweep.dir=sw", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:]
+    for job, seed in enumerate((0, 1, 2)):
+        lines = (tmp_path / "sw" / str(job) / "__main__.log").read_text().splitlines()
+        evals = [line for line in lines if ": eval " in line]
+        assert len(evals) == 3 and all(f"- seed {seed}: eval" in line for line in evals), lines
+        assert any("seeds 0, 1, 2 trained as one stacked model" in line for line in lines)
+        assert sum("of its ceiling" in line for line in lines) == 1  # its own job's warning
+    assert out.stdout.count(": eval ") == 9  # the console has every seed's lines
+
+
 def test_a_bad_stack_cap_stops_the_sweep_before_any_job(tmp_path):
     out = cli(*SEEDS, "hydra.launcher.max_stack=0", "hydra.sweep.dir=sw", cwd=tmp_path)
     assert out.returncode == 1
