@@ -115,10 +115,11 @@ class ComposeOnce:
         return getattr(self.loader, name)
 
 
-def compose_once(context: Any) -> None:
-    """Wrap ``context.config_loader`` (a ``HydraContext``) in :class:`ComposeOnce`."""
+def compose_once(context: Any) -> ComposeOnce:
+    """``context.config_loader`` (a ``HydraContext``'s), wrapped in :class:`ComposeOnce` once."""
     if not isinstance(context.config_loader, ComposeOnce):
         context.config_loader = ComposeOnce(context.config_loader)
+    return context.config_loader
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,13 +221,10 @@ def launch(
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     jobs = []
+    loader = compose_once(context)  # set up by InfoflowLauncher.setup
     for i, overrides in enumerate(job_overrides):
         idx = initial_job_idx + i
-        loader = context.config_loader
-        if isinstance(loader, ComposeOnce):
-            sweep_config = loader.take(config, list(overrides))
-        else:
-            sweep_config = loader.load_sweep_config(config, list(overrides))
+        sweep_config = loader.take(config, list(overrides))
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = idx
             sweep_config.hydra.job.num = idx

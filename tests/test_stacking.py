@@ -250,10 +250,10 @@ def test_each_job_config_is_composed_once_for_the_check_and_the_launcher():
 
     inner, master = CountingLoader(), object()
     context = HydraContext(config_loader=inner, callbacks=None)
-    compose_once(context)
-    compose_once(context)  # a second setup does not wrap twice
-    loader = context.config_loader
-    assert isinstance(loader, ComposeOnce) and loader.loader is inner
+    loader = compose_once(context)
+    assert compose_once(context) is loader  # a second setup does not wrap twice
+    assert context.config_loader is loader and isinstance(loader, ComposeOnce)
+    assert loader.loader is inner
     for job in (["seed=0"], ["seed=1"]):  # the sweeper's check of the batch
         loader.load_sweep_config(master, job)
     checked = loader.take(master, ["seed=0"])
