@@ -125,3 +125,26 @@ def test_bench_stack_times_one_seed_and_many_side_by_side(tmp_path):
         assert many["evaluations"] == seeds * one["evaluations"]  # every seed evaluated
         assert one["evaluations"] > 0 and got[which]["seeds"] == seeds
         assert f"ratio {seeds} seeds / 1 seed" in proc.stdout
+
+
+def test_bench_stack_floor_times_the_four_cases_and_their_ratios(tmp_path):
+    args = ["--seeds", "3", "--steps", "4", "--reps", "1", "--threads", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_stack_floor.py"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {}
+    for line in proc.stdout.splitlines():
+        if m := re.match(r"(job, 1 seed|job, 3 seeds|batched, 3 seeds|matmuls only, 3 seeds)"
+                         r"\s+([\d.]+)\s+([\d.]+)x$", line):  # fmt: skip
+            rows[m[1]] = (float(m[2]), float(m[3]))
+    assert len(rows) == 4, proc.stdout
+    one = rows["job, 1 seed"][0]
+    assert rows["job, 1 seed"][1] == 1.0 and one > 0
+    for ms, ratio in rows.values():  # each ratio is its time over one seed's step
+        assert ms > 0 and ratio == pytest.approx(ms / one, abs=0.01, rel=0.01)
