@@ -17,6 +17,20 @@ from infoflow.data import DEBIAN_FASHION_MNIST
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_benchmark(script: str, args: list[str], cwd: Path, timeout: float):
+    """Run ``benchmarks/<script>`` with ``args`` as a user does; return the finished process."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not os.path.isdir(DEBIAN_FASHION_MNIST), reason="apt-get install dataset-fashion-mnist"
@@ -24,15 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_sweep_prints_the_reference_the_sweep_and_the_epoch_check(tmp_path):
     args = ["--models", "mlp1", "--bins", "10,30", "--epochs", "1", "--subset", "2000"]
     args += ["--eval-subset", "500", "--reps", "1"]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_sweep.py"), *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_benchmark("bench_sweep.py", args, tmp_path, timeout=600)
     out = proc.stdout
     rows = table(out)
     stages = [stage for stage, _, _ in rows]
@@ -109,15 +115,7 @@ def assert_ratio(ratio: float | None, num: float, den: float) -> None:
 def test_bench_stack_times_one_seed_and_many_side_by_side(tmp_path):
     args = ["--epochs", "20", "--evals", "4", "--seeds", "3", "--digits-seeds", "2"]
     args += ["--digits-epochs", "1", "--json", str(tmp_path / "stack.json")]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_stack.py"), *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_benchmark("bench_stack.py", args, tmp_path, timeout=900)
     got = json.loads((tmp_path / "stack.json").read_text())
     for which, seeds in (("tishby", 3), ("digits", 2)):
         one, many = got[which]["one"], got[which]["many"]
@@ -129,15 +127,7 @@ def test_bench_stack_times_one_seed_and_many_side_by_side(tmp_path):
 
 def test_bench_stack_floor_times_the_four_cases_and_their_ratios(tmp_path):
     args = ["--seeds", "3", "--steps", "4", "--reps", "1", "--threads", "1"]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_stack_floor.py"), *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_benchmark("bench_stack_floor.py", args, tmp_path, timeout=300)
     rows = {}
     for line in proc.stdout.splitlines():
         if m := re.match(r"(job, 1 seed|job, 3 seeds|batched, 3 seeds|matmuls only, 3 seeds)"
