@@ -5,7 +5,7 @@ seed. A step of one seed (3,276 patterns, full batch, the [10,7,5,4,4,3] tanh ne
 Python and dispatch overhead, part arithmetic; a stack saves the first, never the second. This
 measures, per optimizer step, side by side in one process:
 
-- ``job, 1 seed``: the job's own step (:class:`infoflow.train.Trainer`, the stack of one);
+- ``job, 1 seed``: the job's own step (:class:`infoflow.train.StackTrainer`, a stack of one);
 - ``job, S seeds``: the job's stacked step (:class:`infoflow.train.StackTrainer`): each seed's
   layers as they run alone, bit for bit;
 - ``batched, S seeds``: the S seeds' arithmetic in the most batched form torch has on the CPU:
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from infoflow.data import load_tishby
 from infoflow.models import MLP
-from infoflow.train import StackTrainer, Trainer
+from infoflow.train import StackTrainer
 
 HIDDEN = [10, 7, 5, 4, 4, 3]
 
@@ -50,10 +50,7 @@ def job_step(data, seeds: int):
         torch.manual_seed(s)
         models.append(MLP(data.in_shape, data.n_classes, hidden=HIDDEN, activation="tanh"))
     opt = adam([p for m in models for p in m.parameters()])
-    if seeds == 1:
-        trainer = Trainer(models[0], opt, data, 4096, 0)
-    else:
-        trainer = StackTrainer(models, opt, data, 4096, list(range(seeds)))
+    trainer = StackTrainer(models, opt, data, 4096, list(range(seeds)))
     return lambda: trainer.advance(trainer.step + 1)
 
 

@@ -107,8 +107,9 @@ class ComposeOnce:
 
     def take(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         """The job's config, composed by the check or now; the launcher's own from here on."""
-        config = self.load_sweep_config(master_config, sweep_overrides)
-        del self.composed[(id(master_config), tuple(sweep_overrides))]
+        config = self.composed.pop((id(master_config), tuple(sweep_overrides)), None)
+        if config is None:
+            config = self.loader.load_sweep_config(master_config, sweep_overrides)
         return config
 
     def __getattr__(self, name: str) -> Any:  # the rest of the ConfigLoader interface
