@@ -1,19 +1,17 @@
 """The estimator study of docs/estimators.md: checks and the README figure from sweep folders.
 
-The sweep (the user's four nets on Fashion-MNIST, 5 epochs, seeds 0-2; nets trained once and
-shared through one training cache)::
+The sweep (the user's four nets on Fashion-MNIST, 5 epochs, seeds 0-2, four estimators; each
+net is trained once, its seeds as one stack, and every estimator reads the same evaluation
+pass)::
 
-    C="data=fashion_mnist trainer.epochs=5 runtime.threads=1"
-    C="$C runtime.cache.dir=$HOME/.cache/infoflow/study"
     python -m infoflow -m model=mlp1,mlp3,mlp5,cnn seed=0,1,2 \\
-        estimator=binning,renyi,sliced $C hydra.sweep.dir=study/sweep
-    python -m infoflow -m model=mlp1,mlp3,mlp5 seed=0,1,2 estimator=kde_nn $C \\
-        hydra.sweep.dir=study/sweep_kde
+        estimator=binning,kde_nn,renyi,sliced data=fashion_mnist trainer.epochs=5 \\
+        hydra.sweep.dir=study/sweep
 
 Then::
 
-    python benchmarks/estimator_study.py study/sweep study/sweep_kde            # the tables
-    python benchmarks/estimator_study.py study/sweep study/sweep_kde --figure docs/estimators.png
+    python benchmarks/estimator_study.py study/sweep                    # the tables
+    python benchmarks/estimator_study.py study/sweep --figure docs/estimators.png
 
 Checks, per estimator (the ceiling of a row is ``I_XT_max`` where the estimator reports one:
 renyi's H(X), sliced's log2(bins); else ``H_max`` = log2 n_samples):

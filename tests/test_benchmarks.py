@@ -138,3 +138,41 @@ def test_bench_stack_floor_times_the_four_cases_and_their_ratios(tmp_path):
     assert rows["job, 1 seed"][1] == 1.0 and one > 0
     for ms, ratio in rows.values():  # each ratio is its time over one seed's step
         assert ms > 0 and ratio == pytest.approx(ms / one, abs=0.01, rel=0.01)
+
+
+def test_estimator_study_checks_and_draws_a_small_sweep(tmp_path):
+    """The study script of docs/estimators.md on a tiny digits sweep: its check table counts
+    every row and seed, and its figure has one row of panels per estimator."""
+    from tests.conftest import run_cli
+
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "-m",
+        "model=mlp1,mlp3",
+        "seed=0,1",
+        "estimator=renyi,sliced",
+        "trainer.epochs=2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fig = tmp_path / "study.png"
+    out = run_benchmark("estimator_study.py", [str(sweep), "--figure", str(fig)], tmp_path, 300)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("| ")]
+    checks = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines[:3]}
+    assert set(checks) == {"estimator", "renyi", "sliced"}
+    for est in ("renyi", "sliced"):
+        cells = checks[est]
+        # 2 seeds x 3 evaluations x the nets' 1 + 3 layers
+        assert cells[1] == str(2 * 3 * (1 + 3))
+        assert cells[2] == "mlp1 2, mlp3 2"
+        assert cells[4] == "0.0%"  # nothing saturated at the defaults
+        assert re.fullmatch(r"[0-4] of 4(; least span/std [\d.]+)?", cells[5])  # 4 trajectories
+    # the trajectory table: one line per (estimator, net, layer)
+    assert sum(line.startswith(("| renyi | ", "| sliced | ")) for line in lines) == 2 + 2 * 4
+    from PIL import Image
+
+    with Image.open(fig) as image:
+        width, height = image.size
+    assert width > height > 0  # two estimator rows of four net columns

@@ -20,7 +20,8 @@ the same tensor object, unchanged, with the same parameters.
 Only torch tensors are memoised; NumPy inputs, and tensors without a version counter (made
 under ``torch.inference_mode``), are computed afresh on every call. At most ``MAX_ENTRIES``
 results are kept (least recently used first out), which bounds the memory to a few copies of
-X's side (a sliced entry: slices x N codes; a renyi one: batches x batch_size^2 kernel values).
+X's side (a sliced entry: slices x N codes and cell offsets; a renyi one: batches x
+batch_size^2 kernel values).
 """
 
 from __future__ import annotations
