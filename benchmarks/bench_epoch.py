@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from single import Trainer
 from sklearn.metrics import mutual_info_score
 
-from infoflow.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, load_fashion_mnist
 from infoflow.estimators import binning, per_neuron
-from infoflow.models import CNN, MLP
-from infoflow.train import Trainer, evaluate, measure
+from infoflow.training.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, load_fashion_mnist
+from infoflow.training.loop import evaluate, measure
+from infoflow.training.models import CNN, MLP
 
 HIDDEN = {"mlp1": [128], "mlp3": [256, 128, 64], "mlp5": [512, 256, 128, 64]}
 

@@ -181,8 +181,8 @@ def validation() -> None:
 
 def dependence() -> None:
     """How the estimates of one trained layer move with the estimator's settings (digits)."""
-    from infoflow.data import load_digits
-    from infoflow.models import MLP
+    from infoflow.training.data import load_digits
+    from infoflow.training.models import MLP
 
     data = load_digits()
     torch.manual_seed(0)
@@ -238,7 +238,7 @@ def dependence() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# cost: estimation against a training epoch, the user's nets on Fashion-MNIST
+# cost: estimation against a training epoch, mlp1, mlp3, mlp5 and cnn on Fashion-MNIST
 
 COST_SETTINGS = {
     "binning (default)": (binning, {}),
@@ -292,8 +292,8 @@ def cost(repeat: int, models: list[str], settings: list[str] | None = None) -> N
     per input tensor and reuse it for every layer and evaluation of a job: "first evaluation"
     clears that memo before each run (what the job's evaluation at epoch 0 costs), "later
     evaluations" keeps it (every other evaluation of the job)."""
-    from infoflow.data import load_fashion_mnist
-    from infoflow.models import CNN, MLP
+    from infoflow.training.data import load_fashion_mnist
+    from infoflow.training.models import CNN, MLP
 
     hidden = {"mlp1": [128], "mlp3": [256, 128, 64], "mlp5": [512, 256, 128, 64]}
     data = load_fashion_mnist(download=False)

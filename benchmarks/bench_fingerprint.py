@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from infoflow.data import (
+from infoflow.training.data import (
     DEBIAN_FASHION_MNIST,
     SPLITS,
     Dataset,

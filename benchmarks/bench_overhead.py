@@ -59,14 +59,16 @@ def sweep_once(work: Path, code: Path = HERE) -> dict[str, float]:
 def imports_once(work: Path) -> tuple[float, float]:
     """(the entry point's imports, the torch floor: torch and torch._dynamo), seconds."""
     bare, _ = timed([sys.executable, "-c", "pass"], work)
-    full, _ = timed([sys.executable, "-c", "import infoflow.__main__, infoflow.callbacks"], work)
+    entry = "import infoflow.__main__, infoflow.sweep.callbacks"
+    full, _ = timed([sys.executable, "-c", entry], work)
     floor, _ = timed([sys.executable, "-c", "import torch, torch._dynamo"], work)
     return full - bare, floor - bare
 
 
 def slowest_imports(work: Path, n: int = 8) -> list[tuple[float, str]]:
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import infoflow.__main__, infoflow.callbacks"],
+        [sys.executable, "-X", "importtime", "-c",
+         "import infoflow.__main__, infoflow.sweep.callbacks"],
         cwd=work, capture_output=True, text=True,
     )  # fmt: skip
     rows = []

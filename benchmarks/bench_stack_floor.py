@@ -1,17 +1,18 @@
 """The arithmetic floor of S Tishby seeds trained together, against one seed's real step.
 
-Issue 14 asks ``-m experiment=tishby2017 seed=range(20)`` for at most 3x the wall time of one
+The target: ``-m experiment=tishby2017 seed=range(20)`` in at most 3x the wall time of one
 seed. A step of one seed (3,276 patterns, full batch, the [10,7,5,4,4,3] tanh net) is part
 Python and dispatch overhead, part arithmetic; a stack saves the first, never the second. This
 measures, per optimizer step, side by side in one process:
 
-- ``job, 1 seed``: the job's own step (:class:`infoflow.train.StackTrainer`, a stack of one);
-- ``job, S seeds``: the job's stacked step (:class:`infoflow.train.StackTrainer`): each seed's
-  layers as they run alone, bit for bit;
+- ``job, 1 seed``: the job's own step (``infoflow.training.loop.StackTrainer``, a stack of
+  one);
+- ``job, S seeds``: the job's stacked step (``StackTrainer``): each seed's layers as they run
+  alone, bit for bit;
 - ``batched, S seeds``: the S seeds' arithmetic in the most batched form torch has on the CPU:
   weights with a leading seed axis, one ``baddbmm`` per layer for all seeds, one cross-entropy,
-  one backward, one Adam step over the stacked tensors (not bit for bit: see the README,
-  "Seeds trained together"); the same data gather per seed as the job's;
+  one backward, one Adam step over the stacked tensors (not bit for bit: see
+  docs/seeds.md); the same data gather per seed as the job's;
 - ``matmuls only, S seeds``: of that, the forward and backward matmuls and tanh alone (no
   gather, loss or optimizer): what no formulation of this net can avoid.
 
@@ -32,9 +33,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from infoflow.data import load_tishby
-from infoflow.models import MLP
-from infoflow.train import StackTrainer
+from infoflow.training.data import load_tishby
+from infoflow.training.loop import StackTrainer
+from infoflow.training.models import MLP
 
 HIDDEN = [10, 7, 5, 4, 4, 3]
 

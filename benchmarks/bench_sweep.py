@@ -59,12 +59,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from single import Trainer
 
-from infoflow.config import deterministic_kernels
-from infoflow.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, read_idx
 from infoflow.estimators import binning
-from infoflow.models import CNN, MLP
-from infoflow.train import Trainer, evaluate, measure
+from infoflow.spec import deterministic_kernels
+from infoflow.training.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, read_idx
+from infoflow.training.loop import evaluate, measure
+from infoflow.training.models import CNN, MLP
 
 sys.path.insert(0, str(Path(__file__).parent))
 from notebook_way import HIDDEN
@@ -311,7 +312,7 @@ def main() -> None:
     deterministic_kernels(device)  # as infoflow's jobs run, for both loops of the epoch check
     work = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
     root = prepare_root(Path(args.root), work / "data", args.subset, args.eval_subset)
-    from infoflow.data import load_fashion_mnist
+    from infoflow.training.data import load_fashion_mnist
 
     data = load_fashion_mnist(str(root), download=False).to(device)
     n_tr, n_ev = len(data.y_train), len(data.y_eval)

@@ -31,13 +31,14 @@ import time
 from pathlib import Path
 
 import torch
+from single import Trainer
 
-from infoflow.data import load_tishby
 from infoflow.estimators import binning
-from infoflow.job import Job
-from infoflow.models import MLP
-from infoflow.schedule import eval_points
-from infoflow.train import Trainer, evaluate, measure, probe_names
+from infoflow.sweep.job import Job
+from infoflow.training.data import load_tishby
+from infoflow.training.loop import evaluate, measure, probe_names
+from infoflow.training.models import MLP
+from infoflow.training.schedule import eval_points
 
 HIDDEN = [10, 7, 5, 4, 4, 3]
 STEPS = 10_000

@@ -1,6 +1,6 @@
-"""The estimator study of docs/estimators.md: checks and the README figure from sweep folders.
+"""The estimator study of docs/estimators.md: checks and its figure from sweep folders.
 
-The sweep (the user's four nets on Fashion-MNIST, 5 epochs, seeds 0-2, four estimators; each
+The sweep (mlp1, mlp3, mlp5 and cnn on Fashion-MNIST, 5 epochs, seeds 0-2, four estimators; each
 net is trained once, its seeds as one stack, and every estimator reads the same evaluation
 pass)::
 

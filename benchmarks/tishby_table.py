@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from infoflow.loading import load
+from infoflow.report.load import load
 
 
 def run_status(paths: list[Path]) -> dict[str, str]:

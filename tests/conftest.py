@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from infoflow.job import register_resolvers
+from infoflow.sweep.job import register_resolvers
 
 register_resolvers()  # ${infoflow.unique:} in hydra.run.dir, as the entry point registers it
 ROOT = Path(__file__).resolve().parents[1]

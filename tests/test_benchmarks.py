@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infoflow.data import DEBIAN_FASHION_MNIST
+from infoflow.training.data import DEBIAN_FASHION_MNIST
 
 ROOT = Path(__file__).resolve().parents[1]
 

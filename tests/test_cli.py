@@ -83,7 +83,10 @@ def test_the_readme_sweep_reaches_090_on_digits(cli, tmp_path):
     "args,expected",
     [
         (["model=resnet"], "Could not find 'model/resnet'"),
-        (["estimator.bins=1"], "estimator.bins must be an integer >= 2, got 1"),
+        (
+            ["estimator.bins=1"],
+            "estimator.bins must be an integer >= 2 (or null when estimator.bin_width is set), got 1",
+        ),
         (["trainer.epochs=0"], "trainer.epochs must be an integer >= 1, got 0"),
         (["trainer.batch_size=0"], "trainer.batch_size must be an integer >= 1, got 0"),
         (["model.activation=gelu"], "model.activation must be one of relu, tanh, got 'gelu'"),
@@ -150,3 +153,13 @@ def test_a_bad_job_in_a_sweep_fails_alone(cli, tmp_path):
     assert "model.activation" in jobs.error[0]
     assert not (tmp_path / "sw" / "0" / "mi.parquet").exists()
     assert len(pd.read_parquet(tmp_path / "sw" / "results.parquet")) == 2  # job 1: epochs 0, 1
+
+
+def test_help_names_infoflow_its_commands_and_where_outputs_go(cli):
+    proc = cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("infoflow: ")
+    assert "powered by Hydra" not in proc.stdout
+    assert "infoflow -m model=mlp1,mlp3,mlp5,cnn estimator.bins=10,30" in proc.stdout
+    assert "hydra.sweep.dir=DIR" in proc.stdout and "hydra.run.dir=DIR" in proc.stdout
+    assert "estimator: binning" in proc.stdout  # the groups and their options follow

@@ -4,13 +4,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from infoflow.config import (
-    ConfigError,
-    deterministic_kernels,
-    hidden_gpus,
-    resolve_device,
-    validate,
-)
+from infoflow.spec import ConfigError, validate
+from infoflow.training.device import DeviceError, deterministic_kernels, hidden_gpus, resolve_device
 from tests.conftest import CONF
 
 GROUPS = {
@@ -77,12 +72,12 @@ def test_every_estimator_builds_and_returns_bits(compose_cfg, estimator):
 @pytest.mark.parametrize("data", GROUPS["data"])
 def test_every_data_option_names_a_loader(compose_cfg, data):
     cfg = compose_cfg(f"data={data}")
-    assert cfg.data._target_.startswith("infoflow.data.load_")
+    assert cfg.data._target_.startswith("infoflow.training.data.load_")
 
 
 def test_experiment_seed_is_the_notebook(compose_cfg):
     cfg = compose_cfg("experiment=seed", return_hydra_config=True)
-    assert cfg.data._target_ == "infoflow.data.load_mnist"
+    assert cfg.data._target_ == "infoflow.training.data.load_mnist"
     assert cfg.estimator._target_ == "infoflow.estimators.per_neuron"
     assert cfg.estimator.bins == 30 and cfg.estimator.max_units == 50
     assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3
@@ -93,25 +88,40 @@ def test_experiment_seed_is_the_notebook(compose_cfg):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("estimator.bins=1", "estimator.bins must be an integer >= 2, got 1"),
+        (
+            "estimator.bins=1",
+            "estimator.bins must be an integer >= 2 (or null when estimator.bin_width is set), got 1",
+        ),
         ("trainer.epochs=0", "trainer.epochs must be an integer >= 1, got 0"),
         ("trainer.batch_size=0", "trainer.batch_size must be an integer >= 1, got 0"),
         ("model.activation=sigmoid", "model.activation must be one of relu, tanh, got 'sigmoid'"),
-        ("optimizer.lr=-1", "optimizer.lr must be a number > 0, got -1"),
+        ("optimizer.lr=-1", "optimizer.lr must be a finite number > 0, got -1"),
         ("runtime.device=tpu", "runtime.device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
         ("+modle=mlp1", "modle is not a config key: the top-level keys are model, data,"),
         (
             "+estimator.bin=10",
             "estimator.bin is not a key of estimator infoflow.estimators.binning",
         ),
-        ("+model.width=3", "model.width is not a key of model infoflow.models.MLP: its keys are"),
+        (
+            "+model.width=3",
+            "model.width is not a key of model infoflow.training.models.MLP: its keys are",
+        ),
         ("+trainer.epoch=3", "trainer.epoch is not a config key: trainer has epochs, batch_size"),
         ("+runtime.gpu=1", "runtime.gpu is not a config key: runtime has device, threads"),
         ("+optimizer.lrate=1", "optimizer.lrate is not a key of optimizer torch.optim.Adam"),
-        ("+data.roots=x", "data.roots is not a key of data infoflow.data.load_digits"),
+        ("+data.roots=x", "data.roots is not a key of data infoflow.training.data.load_digits"),
         ("model.hidden=[]", "model.hidden must be a non-empty list of integers >= 1"),
         ("model=ib_net model.init=xavier", "model.init must be one of torch, truncated_normal"),
         ("probe.samples=foo", "probe.samples must be one of eval, train, all"),
+        # null is a value like any other: it must pass the key's rule
+        ("seed=null", "seed must be an integer >= 0 and <= 9223372036854775807, got None"),
+        ("seed=9223372036854775808", "seed must be an integer >= 0 and <= 9223372036854775807"),
+        ("trainer.epochs=null", "trainer.epochs must be an integer >= 1, got None"),
+        ("optimizer.lr=null", "optimizer.lr must be a finite number > 0, got None"),
+        ("optimizer.lr=inf", "optimizer.lr must be a finite number > 0, got inf"),
+        ("runtime.device=null", "runtime.device must be auto, cpu, cuda, cuda:N or mps, got None"),
+        ("probe.output=null", "probe.output must be true or false, got None"),
+        ("runtime.cache.wait_s=null", "runtime.cache.wait_s must be a finite number > 0, got None"),
     ],
 )
 def test_bad_values_name_key_rule_and_value(compose_cfg, override, message):
@@ -122,8 +132,10 @@ def test_bad_values_name_key_rule_and_value(compose_cfg, override, message):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_absent_cuda_is_an_error():
-    with pytest.raises(ConfigError, match=r"runtime.device must be present .* got 'cuda'"):
+    with pytest.raises(DeviceError, match=r"runtime.device must be present .* got 'cuda'"):
         resolve_device("cuda")
+    with pytest.raises(ConfigError, match=r"runtime.device must be present .* got 'cuda'"):
+        validate({"runtime": {"device": "cuda"}})
 
 
 def test_hidden_gpus_names_the_variable_only_when_it_hides_them(monkeypatch):
@@ -131,7 +143,7 @@ def test_hidden_gpus_names_the_variable_only_when_it_hides_them(monkeypatch):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
         assert f"CUDA_VISIBLE_DEVICES is {value!r}" in hidden_gpus()
         if not torch.cuda.is_available():  # else torch saw the GPUs before the variable changed
-            with pytest.raises(ConfigError, match=r"hydra\.launcher\.gpus_per_node"):
+            with pytest.raises(DeviceError, match=r"hydra\.launcher\.gpus_per_node"):
                 resolve_device("cuda")
     for value in ("0", "0,1", "GPU-5f2c"):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import infoflow.data as data_module
-from infoflow.data import (
+import infoflow.training.data as data_module
+from infoflow.training.data import (
     DEBIAN_FASHION_MNIST,
     DataError,
     Dataset,
@@ -87,9 +87,30 @@ def test_splits_and_digits_are_scikit_learns_without_importing_it(test_size, see
     np.testing.assert_array_equal(test, ref_test)
 
 
+@pytest.mark.parametrize("counts", [(2, 2, 2), (3, 3, 3, 5, 5, 7), (2, 9, 4, 4, 13), (50, 2)])
+@pytest.mark.parametrize("test_size", [0.25, 0.4, 0.5])
+def test_stratified_splits_break_ties_as_scikit_learn_does(counts, test_size):
+    """Small uneven classes: many classes tie for the rounded-off draws, which the seeded
+    generator breaks; the copy must draw the same numbers in the same order."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.random.RandomState(len(counts)).permutation(np.repeat(np.arange(len(counts)), counts))
+    for seed in range(5):
+        try:
+            ref = train_test_split(
+                np.arange(len(y)), test_size=test_size, random_state=seed, stratify=y
+            )
+        except ValueError:  # a split that cannot hold every class: ours refuses it too
+            with pytest.raises(DataError, match="at least one sample of each"):
+                data_module.split_indices(len(y), test_size, seed, y)
+            continue
+        for got, want in zip(data_module.split_indices(len(y), test_size, seed, y), ref):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_loading_digits_and_tishby_imports_no_scikit_learn():
     code = (
-        "import sys; from infoflow.data import load_digits, load_tishby; load_digits(); "
+        "import sys; from infoflow.training.data import load_digits, load_tishby; load_digits(); "
         "load_tishby(); assert 'sklearn' not in sys.modules, 'sklearn imported'"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

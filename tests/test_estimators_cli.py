@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from hydra.utils import instantiate
 
-from infoflow.config import ConfigError, validate
+from infoflow.spec import ConfigError, validate
 
 PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "estimator").glob("*.yaml"))
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 from test_estimators import MIXTURES, exact_mixture_mi
 
-from infoflow.config import ConfigError, validate
 from infoflow.estimators import check_params, kde, renyi, saturation_warning, sliced
 from infoflow.estimators.kde import NN_QUERIES
 from infoflow.estimators.renyi import power_sums
 from infoflow.estimators.sliced import directions, quantile_codes
+from infoflow.spec import ConfigError, validate
 
 # ------------------------------------------------------------------------------------------
 # kde: the Monte Carlo point estimate (Goldfeld et al. 2019)
@@ -422,7 +422,7 @@ def test_saturation_warning_without_the_column_uses_the_sample_ceiling():
 
 
 def test_the_report_note_is_the_saturation_warning():
-    from infoflow.report import saturation_note
+    from infoflow.report.page import saturation_note
 
     rows = _rows(estimator=["kde"] * 4, saturated=[True, False, False, False], n_samples=[360] * 4)
     assert saturation_note(rows) == saturation_warning(rows, min_fraction=0.25 - 1e-12)

@@ -17,7 +17,7 @@ from conftest import ROOT, run_cli
 
 from infoflow.io import JOBS_TABLE, SWEEP_TABLE
 from infoflow.io import read_table as read_job_table
-from infoflow.results import merge_sweep
+from infoflow.sweep.merge import merge_sweep
 
 # A job run through a driver that stops it at a chosen point and waits to be killed:
 #   after_write N  after the N-th table write has landed (N-1 = last finished epoch)

@@ -127,7 +127,7 @@ def test_joblib_config_composes(compose_cfg):
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("JoblibLauncher")
     assert launcher.n_jobs == 4 and launcher.prefer == "processes"
-    assert cfg.hydra.callbacks.merge_results._target_ == "infoflow.callbacks.MergeResults"
+    assert cfg.hydra.callbacks.merge_results._target_ == "infoflow.sweep.callbacks.MergeResults"
 
 
 SLURM = (

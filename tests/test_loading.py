@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import infoflow
-from infoflow.loading import LoadError, config_columns, final_summary, load, varying_keys
+from infoflow.report.load import LoadError, config_columns, final_summary, load, varying_keys
 
 HIDDEN = {"mlp1": "[128]", "mlp3": "[256, 128, 64]", "cnn": None}
 LAYERS = {"mlp1": ["fc1"], "mlp3": ["fc1", "fc2", "fc3"], "cnn": ["conv1", "conv2"]}

@@ -1,5 +1,6 @@
 """The wheel carries the configs and the console scripts: installed anywhere, it runs as the
-checkout does."""
+checkout does. The editable install puts the checkout on ``sys.path`` (a plain ``.pth`` line),
+so ``import infoflow`` works from any directory, the clone's parent included."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from importlib import import_module
 from pathlib import Path
 
@@ -25,6 +27,7 @@ except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # the user's first sweep (README), one epoch: 4 models x 2 bin counts
 USER_SWEEP = ("-m", "model=mlp1,mlp3,mlp5,cnn", "estimator.bins=10,30", "trainer.epochs=1")
+CONFIGS = sorted((ROOT / "conf").rglob("*.yaml"))
 
 
 def test_every_package_of_the_source_tree_is_in_the_wheel():
@@ -36,11 +39,24 @@ def test_every_package_of_the_source_tree_is_in_the_wheel():
     }
     assert "hydra_plugins.infoflow_launcher" in source
     assert set(setuptools["packages"]) == source | {"infoflow.conf"}
-    assert setuptools["package-dir"] == {"infoflow.conf": "conf"}
     # every config file matches the package-data globs (one level of groups)
     depths = {len(p.relative_to(ROOT / "conf").parts) for p in (ROOT / "conf").rglob("*.yaml")}
     assert depths <= {1, 2}, depths
     assert setuptools["package-data"]["infoflow.conf"] == ["*.yaml", "*/*.yaml"]
+
+
+def test_the_editable_install_is_a_plain_path_entry():
+    """setuptools' simple layout: every package where its name says, under the one root "".
+
+    Any other package-dir entry (such as the former ``"infoflow.conf" = "conf"``) makes
+    ``pip install -e`` install an import hook instead of a ``.pth`` line with the checkout, and
+    a folder named ``infoflow`` in the current directory then shadows the package.
+    """
+    assert PYPROJECT["tool"]["setuptools"]["package-dir"] == {"": "."}
+    link = ROOT / "infoflow" / "conf"
+    # relative, so that it points at the top-level conf/ of whichever clone holds it
+    assert link.is_symlink() and os.readlink(link) == "../conf"
+    assert link.resolve() == ROOT / "conf"
 
 
 def test_the_checkout_reads_its_top_level_conf():
@@ -53,18 +69,103 @@ def test_console_scripts_point_at_callables(name):
     assert callable(getattr(import_module(module), attr))
 
 
-def _build_wheel(out: Path) -> Path:
-    """Build the wheel from a copy of the sources (no build/ or egg-info in the checkout)."""
-    src = out / "src"
+def _purelib(python: Path, env: dict[str, str]) -> Path:
+    """The site-packages folder of the interpreter ``python``."""
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return Path(out.stdout.strip())
+
+
+def _copy_checkout(dest: Path) -> Path:
+    """Copy what a clone holds for an install into ``dest`` (the conf symlink as a symlink)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for name in ("infoflow", "hydra_plugins", "conf"):
-        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+        shutil.copytree(ROOT / name, dest / name, symlinks=True, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, src / name)
+        shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+def _venv_on_these_dependencies(venv: Path, env: dict[str, str]) -> Path:
+    """A new virtual environment without pip whose dependencies (torch, hydra, setuptools...)
+    are those of the running interpreter, through a ``.pth`` line; its python.
+
+    ``pip --python`` installs into it with the running interpreter's pip; the tests do not
+    install torch again (``.ci/run`` checks a full ``pip install <wheel>`` when asked).
+    """
+    cmd = [sys.executable, "-m", "venv", "--without-pip", str(venv)]
+    subprocess.run(cmd, check=True, env=env, timeout=300)
+    python = venv / "bin" / "python"
+    deps = sysconfig.get_paths()["purelib"] + "\n"
+    (_purelib(python, env) / "_infoflow_test_deps.pth").write_text(deps)
+    return python
+
+
+def _pip_install(python: Path, *args: str, env: dict[str, str]) -> None:
+    """``pip install`` into ``python``'s environment: offline, no dependencies, setuptools as
+    installed here (no build isolation, which would fetch it)."""
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps"]
+    proc = subprocess.run(
+        [*pip, "--no-index", "--no-build-isolation", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _build_wheel(out: Path) -> Path:
+    """Build the wheel from a copy of the sources (no build/ or egg-info in the checkout)."""
+    src = _copy_checkout(out / "src")
     cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
     subprocess.run([*cmd, "-w", str(out / "dist"), str(src)], check=True, timeout=300)
     (wheel,) = (out / "dist").glob("infoflow-*.whl")
     return wheel
+
+
+def test_the_wheel_ships_every_config_through_the_symlink(tmp_path):
+    wheel = _build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = {n for n in zf.namelist() if n.startswith("infoflow/conf/")}
+    configs = {f"infoflow/conf/{p.relative_to(ROOT / 'conf').as_posix()}" for p in CONFIGS}
+    assert shipped == configs and "infoflow/conf/config.yaml" in configs
+
+
+# Run from the clone's parent, where the current directory's folder "infoflow" (the clone) is a
+# candidate namespace package: the installed package must win, and Hydra's plugin scan (which
+# lists the folders of the hydra_plugins namespace) must see infoflow's launcher without help.
+PARENT_CHECK = """
+import infoflow
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+
+from infoflow.paths import config_dir
+
+print(infoflow.__file__)
+print(callable(infoflow.load))
+print(config_dir())
+print(" ".join(sorted(c.__name__ for c in Plugins.instance().discover(Launcher))))
+"""
+
+
+def test_an_editable_install_imports_from_the_clones_parent(tmp_path):
+    """README's ``pip install -e .`` in a clone named ``infoflow``; a script in the clone's
+    parent imports the package, not the clone as an empty namespace package."""
+    clone = _copy_checkout(tmp_path.resolve() / "infoflow")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    python = _venv_on_these_dependencies(tmp_path / "venv", env)
+    _pip_install(python, "-e", str(clone), env=env)
+    hooks = list(_purelib(python, env).glob("__editable___*finder*"))
+    assert not hooks, f"pip install -e installed an import hook, not a path entry: {hooks}"
+    proc = subprocess.run(
+        [python, "-c", PARENT_CHECK], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    where, load, conf, launchers = proc.stdout.splitlines()
+    assert where == str(clone / "infoflow" / "__init__.py") and load == "True"
+    assert conf == str(clone / "conf")
+    assert "InfoflowLauncher" in launchers.split(), proc.stderr[-3000:]
 
 
 @pytest.mark.slow
@@ -80,22 +181,10 @@ def test_the_wheel_runs_the_users_sweep_from_an_empty_directory(tmp_path):
     again (``.ci/run`` does the full ``pip install <wheel>`` into an empty venv).
     """
     wheel = _build_wheel(tmp_path)
-    venv = tmp_path / "venv"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env, timeout=300)
-    py, bin_dir = venv / "bin" / "python", venv / "bin"
-    site = Path(
-        subprocess.run(
-            [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
-        ).stdout.strip()
-    )
-    (site / "_infoflow_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    pip = [py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)]
-    subprocess.run(pip, check=True, env=env, timeout=300)
+    py = _venv_on_these_dependencies(tmp_path / "venv", env)
+    bin_dir, site = py.parent, _purelib(py, env)
+    _pip_install(py, str(wheel), env=env)
     empty = tmp_path / "elsewhere"
     empty.mkdir()
     where = subprocess.run(

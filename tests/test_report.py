@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -15,9 +16,9 @@ import pytest
 from matplotlib.collections import PathCollection, PolyCollection
 from test_loading import job_frame, make_sweep
 
-from infoflow.loading import final_summary, load, varying_keys
-from infoflow.plots import curves_vs_epoch, information_plane
-from infoflow.report import make_report
+from infoflow.report.load import final_summary, load, varying_keys
+from infoflow.report.page import make_report
+from infoflow.report.plots import curves_vs_epoch, information_plane
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "", "HYDRA_FULL_ERROR": "0"}
 
@@ -138,7 +139,7 @@ def test_figure_titles_name_the_facet(tmp_path):
     img = matplotlib.image.imread(tmp_path / "out" / "plane__estimator.bins=4.png")
     assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.01  # a real picture
     # the title is inside the PNG; check the function that makes it
-    from infoflow.report import context_line, facet_label
+    from infoflow.report.page import context_line, facet_label
 
     assert facet_label({"estimator.bins": 4}) == "estimator.bins=4"
     assert "mean over 2 seeds (0, 1)" in context_line(df, ["estimator.bins"])
@@ -168,10 +169,10 @@ def test_report_on_a_real_sweep(tmp_path):
     proc = run("infoflow.report", str(sweep), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = sweep / "report"  # default: next to the data
-    for name in ("plane.png", "curves.png", "summary.csv", "runs.csv", "index.html"):
+    for name in ("plane__all.png", "curves__all.png", "summary.csv", "runs.csv", "index.html"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     html = (out / "index.html").read_text()
-    assert "plane.png" in html and "curves.png" in html and "<table" in html
+    assert "plane__all.png" in html and "curves__all.png" in html and "<table" in html
 
     df = load(sweep)
     merged = pd.read_parquet(sweep / "results.parquet")
@@ -191,7 +192,7 @@ def test_report_on_a_real_sweep(tmp_path):
 
 
 def test_a_key_that_follows_a_choice_is_not_a_facet(tmp_path):
-    from infoflow.report import facet_keys
+    from infoflow.report.page import facet_keys
 
     jobs = []
     for data, batch in (("digits", 32), ("fashion_mnist", 256)):
@@ -205,3 +206,296 @@ def test_a_key_that_follows_a_choice_is_not_a_facet(tmp_path):
     crossed = df.copy()
     crossed.loc[crossed.seed == 1, "trainer.batch_size"] = 64  # now swept on its own
     assert facet_keys(crossed, varying_keys(crossed)) == ["data", "trainer.batch_size"]
+
+
+# ----------------------------------------------------------------------------------------------
+# axes that do not magnify noise; the evaluation schedule from the config
+
+
+def ceiling_frame(wobble: float = 0.006, schedule: str = "epoch", n: int = 360) -> pd.DataFrame:
+    """mlp3 on its I(X;T) ceiling log2 n (fc3 dips by ``wobble`` bits every other epoch) and
+    mlp1 well below it."""
+    ceiling = np.log2(n)
+    rows = []
+    for epoch in range(6):
+        for model, layers in (("mlp3", 3), ("mlp1", 1)):
+            for layer in range(1, layers + 1):
+                xt = ceiling - (wobble if layer == 3 and epoch % 2 else 0.0)
+                if model == "mlp1":
+                    xt = ceiling - 0.3 - 0.1 * epoch
+                rows.append({
+                    "run_id": f"{model}-0", "model": model, "seed": 0, "trainer.eval": schedule,
+                    "epoch": epoch, "layer": layer, "layer_name": f"fc{layer}", "I_XT": xt,
+                    "I_TY": 3.3 - 0.001 * layer, "n_samples": n, "H_max": ceiling, "H_Y": 3.32,
+                    "eval_acc": 0.5 + 0.05 * epoch,
+                })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_mi_limits_widen_a_narrow_range_below_the_ceiling():
+    from infoflow.report.plots import MIN_SPAN_BITS, mi_limits, min_span
+
+    ceiling = np.log2(360)
+    assert min_span() == MIN_SPAN_BITS == 0.5
+    assert min_span(ceiling) == pytest.approx(0.1 * ceiling)  # a tenth of 8.49 bits > 0.5
+    lo, hi = mi_limits([ceiling - 0.006, ceiling], ceiling)
+    assert hi - lo >= min_span(ceiling)
+    assert ceiling < hi < ceiling + 0.1 * min_span(ceiling)  # the ceiling at the top, in view
+    lo, hi = mi_limits([0.0, 0.01])  # near 0: widened upwards, not below 0 but for the margin
+    assert hi - lo >= 0.5 and lo >= -0.06 * 0.5 - 1e-12
+    assert mi_limits([1.0, 5.0], ceiling) == pytest.approx((1.0 - 0.24, 5.0 + 0.24))  # untouched
+
+
+def test_a_wobble_at_the_ceiling_is_not_magnified():
+    from infoflow.report.plots import AT_CEILING_BITS, min_span
+
+    df = ceiling_frame()
+    ceiling = np.log2(360)
+    on_it = df[df.model == "mlp3"]
+    fig = curves_vs_epoch(on_it)
+    line = by_gid(fig, "curve|mlp3|3|I_XT")["curve|mlp3|3|I_XT"]
+    assert np.ptp(line.get_ydata()) == pytest.approx(0.006)  # the numbers stay the table's
+    lo, hi = line.axes.get_ylim()
+    assert hi - lo >= min_span(ceiling) >= 0.5  # a 0.006-bit dip is under 1% of the axis
+    assert lo < ceiling - 0.006 and ceiling < hi
+    dotted = [ln for ln in line.axes.lines if ln.get_linestyle() == ":"]
+    assert [ln.get_ydata()[0] for ln in dotted] == [pytest.approx(ceiling)]  # the ceiling line
+    (label,) = [t for t in line.axes.texts if t.get_gid() == "ceiling|mlp3"]
+    assert "at the ceiling" in label.get_text() and "every layer" in label.get_text()
+    assert f"{AT_CEILING_BITS:g} bit" in label.get_text()
+
+    plane = information_plane(on_it)
+    (points,) = by_gid(plane, "plane|mlp3|3").values()
+    x0, x1 = points.axes.get_xlim()
+    y0, y1 = points.axes.get_ylim()
+    assert x1 - x0 >= min_span(ceiling) and y1 - y0 >= min_span(ceiling)
+    assert [t.get_gid() for t in points.axes.texts] == ["ceiling|mlp3"]
+
+    both = curves_vs_epoch(df)  # mlp1 is 0.3 bit and more below its ceiling: not named
+    labels = [t.get_gid() for ax in both.axes for t in ax.texts if t.get_gid()]
+    assert labels == ["ceiling|mlp3"]
+
+
+@pytest.mark.parametrize(
+    "schedule, log",
+    [("log:12", True), ("epoch", False), ("every:2", False), ("3", False), (None, False)],
+)
+def test_epoch_scale_follows_trainer_eval(schedule, log):
+    from matplotlib.colors import SymLogNorm
+
+    from infoflow.report.plots import log_schedule
+
+    # whole epochs spread over three decades, most of them early: what a full-batch log:N
+    # schedule gives, and what a guess from the spread took for one whatever the config said
+    epochs = [0, 1, 2, 3, 5, 8, 13, 22, 36, 60, 100, 170, 280, 460, 1000]
+    df = pd.concat(
+        [ceiling_frame().assign(epoch=e) for e in epochs], ignore_index=True
+    ).drop_duplicates(["run_id", "epoch", "layer"])
+    df = (
+        df.drop(columns="trainer.eval")
+        if schedule is None
+        else df.assign(**{"trainer.eval": schedule})
+    )
+    assert log_schedule(df) is log
+    plane = information_plane(df)
+    (points,) = by_gid(plane, "plane|mlp1|1").values()
+    assert isinstance(points.norm, SymLogNorm) is log
+    label = [ax.get_ylabel() for ax in plane.axes if ax.get_ylabel().startswith("epoch")]
+    assert label == ["epoch (0 = untrained" + (", log scale)" if log else ")")]
+    curves = curves_vs_epoch(df)
+    scales = {ax.get_xscale() for ax in curves.axes}
+    assert scales == {"symlog" if log else "linear"}
+
+
+def test_log_schedule_reads_fractional_epochs_on_a_log_axis():
+    from matplotlib.colors import SymLogNorm
+
+    df = ceiling_frame(schedule="log:20")
+    df["epoch"] = df["epoch"].map({0: 0.0, 1: 0.01, 2: 0.05, 3: 0.3, 4: 1.0, 5: 5.0})
+    (points,) = by_gid(information_plane(df), "plane|mlp1|1").values()
+    assert isinstance(points.norm, SymLogNorm)
+    line = by_gid(curves_vs_epoch(df), "curve|mlp1|1|I_XT")["curve|mlp1|1|I_XT"]
+    assert line.axes.get_xscale() == "symlog"
+    np.testing.assert_allclose(line.get_xdata(), [0, 0.01, 0.05, 0.3, 1, 5])
+
+
+def test_a_reused_figure_draws_what_a_new_one_does(tmp_path):
+    from infoflow.report.plots import save_png
+
+    jobs = [job_frame(m, s, bins=b) for m in ("mlp1", "mlp3") for s in (0, 1) for b in (4, 30)]
+    df = load(make_sweep(tmp_path / "sweep", jobs))
+    a, b = df[df["estimator.bins"] == 4], df[df["estimator.bins"] == 30]
+    for fn in (information_plane, curves_vs_epoch):
+        fresh = fn(b, title="t")
+        save_png(fresh, tmp_path / "fresh.png", 50)
+        first = fn(a, title="t")
+        again = fn(b, title="t", reuse=first)
+        assert again is first  # the same grid: redrawn in place
+        save_png(again, tmp_path / "again.png", 50)
+        np.testing.assert_array_equal(
+            matplotlib.image.imread(tmp_path / "again.png"),
+            matplotlib.image.imread(tmp_path / "fresh.png"),
+        )
+        if fn is information_plane:
+            check_plane(again, b)
+        else:
+            check_curves(again, b)
+        other = fn(b[b.model == "mlp1"], reuse=again)  # one panel row fewer: a new figure
+        assert other is not again
+
+
+# ----------------------------------------------------------------------------------------------
+# file names, errors of the command line
+
+
+def test_figure_names_follow_one_rule(tmp_path):
+    from infoflow.report.page import figure_name
+
+    assert figure_name("plane", {}) == "plane__all.png"
+    assert figure_name("curves", {"estimator.bins": 30.0}) == "curves__estimator.bins=30.png"
+    two = {"data": "mnist", "model.activation": "tanh"}
+    assert figure_name("plane", two) == "plane__data=mnist__model.activation=tanh.png"
+    assert figure_name("plane", {"optimizer.lr": float("nan")}) == "plane__optimizer.lr=none.png"
+    long = "/datasets/" + "a-very-long-folder-name/" * 20
+    a, b = (figure_name("plane", {"data.root": long + end}) for end in ("a", "b"))
+    assert a != b and len(a) <= 120 and len(b) <= 120  # cut, and told apart by the hash
+    for name in (a, b, figure_name("plane", {"data.root": "/a b"})):
+        assert re.fullmatch(r"plane__[A-Za-z0-9_.=+-]+~[0-9a-f]{8}\.png", name), name
+    assert figure_name("plane", {"k": "a b"}) != figure_name("plane", {"k": "a_b"})
+
+    df = load(make_sweep(tmp_path / "sweep", [job_frame("mlp1", s) for s in (0, 1)]))
+    index = make_report(df, tmp_path / "out", dpi=40)  # nothing varied but the seed
+    assert sorted(p.name for p in index.parent.glob("*.png")) == [
+        "curves__all.png",
+        "plane__all.png",
+    ]
+    html = index.read_text()
+    assert sorted(re.findall(r"<img src='([^']+)'", html)) == ["curves__all.png", "plane__all.png"]
+
+
+def report_cli(capsys, *args) -> tuple[int, str]:
+    """``python -m infoflow.report ARGS`` in this process: (exit status, stderr). An exception
+    that the command does not turn into its one-line error fails the test here."""
+    from infoflow.report.page import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as done:
+        code = done.code
+    return code, capsys.readouterr().err
+
+
+def one_line_error(err: str) -> str:
+    assert err.startswith("infoflow.report: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("dpi", ["0", "100000", "-5", "19", "601", "abc", "1.5"])
+def test_a_dpi_out_of_range_is_one_line(tmp_path, capsys, dpi):
+    sweep = make_sweep(tmp_path / "sweep", [job_frame("mlp1", 0)])
+    code, err = report_cli(capsys, sweep, "--dpi", dpi)
+    assert code == 2 and dpi in one_line_error(err)
+    if dpi.lstrip("-").isdigit():
+        assert "--dpi must be an integer from 20 to 600" in err
+    else:  # argparse's own message, on one line as well
+        assert "argument --dpi: invalid int value" in err
+    assert not (sweep / "report").exists()  # nothing drawn, nothing written
+
+
+def test_out_naming_a_file_is_one_line(tmp_path, capsys):
+    sweep = make_sweep(tmp_path / "sweep", [job_frame("mlp1", 0)])
+    taken = tmp_path / "taken.html"
+    taken.write_text("mine")
+    code, err = report_cli(capsys, sweep, "--out", taken)
+    assert code == 2 and "is a file, not a folder" in one_line_error(err)
+    assert taken.read_text() == "mine"
+    code, err = report_cli(capsys, sweep, "--out", taken / "report")  # below a file
+    assert code == 2 and "cannot create the folder" in one_line_error(err)
+
+
+def test_a_very_long_facet_value_makes_a_report(tmp_path, capsys):
+    long = "/datasets/" + "a-very-long-folder-name/" * 25  # 610 characters
+    jobs = [
+        job_frame("mlp1", 0, run_id=f"r{i}").assign(**{"data.root": f"{long}{i}"}) for i in (1, 2)
+    ]
+    sweep = make_sweep(tmp_path / "sweep", jobs)
+    code, err = report_cli(capsys, sweep)
+    assert code == 0, err
+    pngs = sorted(p.name for p in (sweep / "report").glob("*.png"))
+    assert len(pngs) == 4 and all(len(name) <= 120 for name in pngs)
+    html = (sweep / "report" / "index.html").read_text()
+    assert f"<h2>data.root={long}1</h2>" in html  # the page names the value in full
+    assert sorted(re.findall(r"<img src='([^']+)'", html)) == pngs
+
+
+def failed_sweep(root: Path, merged: bool) -> Path:
+    """Two jobs that failed before their first row, as a sweep leaves them."""
+    error = "data.root: no mnist IDX files in /nowhere and data.download=false"
+    records = []
+    for i, model in enumerate(("mlp1", "mlp3")):
+        (root / str(i) / ".hydra").mkdir(parents=True)
+        status = {"status": "failed", "error": error, "evals_done": 0, "run_id": f"r{i}"}
+        (root / str(i) / "status.json").write_text(json.dumps(status))
+        records.append({"job": str(i), "overrides": f"model={model}", **status, "rows": 0})
+    if merged:
+        pd.DataFrame(records).to_parquet(root / "jobs.parquet", index=False)
+    return root
+
+
+@pytest.mark.parametrize("merged", [True, False], ids=["jobs.parquet", "status.json"])
+def test_a_sweep_whose_every_job_failed_says_so(tmp_path, capsys, merged):
+    sweep = failed_sweep(tmp_path / "sweep", merged)
+    code, err = report_cli(capsys, sweep)
+    assert code == 2
+    assert "every job failed (2 of 2" in one_line_error(err)
+    assert "no mnist IDX files in /nowhere" in err and "give a job directory" not in err
+    assert not (sweep / "report").exists()
+
+
+def test_jobs_that_wrote_no_rows_are_named_on_the_page(tmp_path):
+    sweep = make_sweep(tmp_path / "sweep", [job_frame("mlp1", s) for s in (0, 1)])
+    jobs = [{"job": str(i), "run_id": f"mlp1-s{i}-b30", "status": "completed"} for i in (0, 1)]
+    jobs.append({"job": "2", "run_id": "r2", "status": "failed", "error": "CUDA out of memory"})
+    pd.DataFrame(jobs).to_parquet(sweep / "jobs.parquet", index=False)
+    html = make_report(sweep, tmp_path / "out", dpi=40).read_text()
+    assert "1 of 3 jobs wrote no rows" in html and "job 2: CUDA out of memory" in html
+
+
+def test_the_report_does_not_import_torch(tmp_path):
+    """The saturation note is read without its package, whose estimators import torch."""
+    jobs = [job_frame("mlp1", 0).assign(I_XT=np.log2(360), saturated=True)]
+    sweep = make_sweep(tmp_path / "sweep", jobs)
+    code = (
+        "import sys; from infoflow.report.page import main; main([sys.argv[1]]);"
+        "html = open(sys.argv[1] + '/report/index.html').read();"
+        "assert 'within 1% of its ceiling' in html, html;"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(sweep)], capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in ENV.items() if v},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_bench_report_prints_the_time_of_a_report(tmp_path):
+    sweep = make_sweep(tmp_path / "sweep", [job_frame("mlp1", s) for s in (0, 1)])
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_report.py"
+    proc = subprocess.run(
+        [sys.executable, str(bench), str(sweep), "--reps", "1"], capture_output=True, text=True,
+        timeout=300, env={k: v for k, v in ENV.items() if v},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    match = re.search(
+        r"this checkout\s+([0-9.]+) s\s+\(median [0-9.]+ s, CPU [0-9.]+ s, (\d+) figures\)",
+        proc.stdout,
+    )
+    assert match and float(match[1]) > 0 and match[2] == "2", proc.stdout
+
+
+def test_a_damaged_table_is_named_even_when_jobs_failed(tmp_path, capsys):
+    sweep = failed_sweep(tmp_path / "sweep", merged=True)
+    (sweep / "0" / "mi.parquet").write_bytes(b"torn")  # one table, unreadable
+    code, err = report_cli(capsys, sweep)
+    assert code == 2 and "mi.parquet: not a readable Parquet file" in one_line_error(err)

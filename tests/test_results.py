@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from infoflow import results
-from infoflow.callbacks import MergeResults
 from infoflow.io import JOBS_TABLE, MANIFEST, SWEEP_TABLE
 from infoflow.io import read_table as read_job_table
 from infoflow.io import write_json as write_json_atomic
 from infoflow.io import write_parquet as write_parquet_atomic
-from infoflow.results import merge_sweep
+from infoflow.sweep import merge as results
+from infoflow.sweep.callbacks import MergeResults
+from infoflow.sweep.merge import merge_sweep
 
 
 def job_rows(run_id: str, epochs: int, layers: int = 3, **extra) -> pd.DataFrame:
@@ -232,7 +232,7 @@ def test_read_job_table_names_what_is_wrong(tmp_path):
 
 def test_cli_merge_exit_status_and_summary(sweep, tmp_path_factory):
     proc = subprocess.run(
-        [sys.executable, "-m", "infoflow.results", "merge", str(sweep)],
+        [sys.executable, "-m", "infoflow.sweep.merge", str(sweep)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -240,13 +240,13 @@ def test_cli_merge_exit_status_and_summary(sweep, tmp_path_factory):
     assert proc.returncode == 1, proc.stderr  # some jobs failed or are incomplete
     assert "FAILED job 1" in proc.stderr and (sweep / JOBS_TABLE).is_file()
     empty = tmp_path_factory.mktemp("empty")
-    assert results.main(["merge", str(empty)]) == 2
-    assert results.main(["merge", str(empty / "absent")]) == 2
+    assert results.main([str(empty)]) == 2
+    assert results.main([str(empty / "absent")]) == 2
 
 
 def test_cli_merge_of_a_clean_sweep_exits_0(tmp_path):
     make_job(tmp_path, 0, job_rows("a", 2), status("completed", "a", 2, 2))
-    assert results.main(["merge", str(tmp_path)]) == 0
+    assert results.main([str(tmp_path)]) == 0
 
 
 # ---------------------------------------------------------------------------- callback

@@ -14,12 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
-from infoflow.data import load_digits
+from benchmarks.single import run
 from infoflow.estimators import binning
-from infoflow.job import Job
-from infoflow.models import MLP
-from infoflow.store import TrainCache
-from infoflow.train import TrainerConfig, run
+from infoflow.sweep.cache import TrainCache
+from infoflow.sweep.job import Job
+from infoflow.training.data import load_digits
+from infoflow.training.loop import TrainerConfig
+from infoflow.training.models import MLP
 
 DATA = load_digits()
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from infoflow.config import ConfigError
-from infoflow.schedule import canonical, eval_points, parse_eval, steps_per_epoch
+from infoflow.spec import ConfigError, validate
+from infoflow.training.schedule import (
+    ScheduleError,
+    canonical,
+    eval_points,
+    parse_eval,
+    steps_per_epoch,
+)
 
 
 def test_epoch_schedule_is_every_epoch_with_integer_epochs():
@@ -50,7 +56,15 @@ def test_canonical_forms():
 
 @pytest.mark.parametrize("bad", ["bogus", "every:0", 0, -2, True, "log:1", "log:x", "every:", 2.5])
 def test_bad_schedule_names_key_rule_and_value(bad):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ScheduleError) as info:
         parse_eval(bad)
     msg = str(info.value)
     assert "trainer.eval" in msg and "must be" in msg and repr(bad) in msg
+    with pytest.raises(ConfigError, match="trainer.eval"):  # at the boundary, as every key
+        validate({"trainer": {"eval": bad}})
+
+
+def test_more_log_points_than_steps_is_refused_before_anything_is_allocated():
+    assert eval_points("log:90", epochs=2, per_epoch=45)[-1].step == 90  # as many as steps
+    with pytest.raises(ScheduleError, match=r"log:2000000000 .* \(2 epochs x 45 steps = 90\)"):
+        eval_points("log:2000000000", epochs=2, per_epoch=45)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from sklearn.metrics import mutual_info_score
 
-from infoflow.data import load_digits
 from infoflow.estimators import per_neuron
-from infoflow.models import CNN, MLP
+from infoflow.training.data import load_digits
+from infoflow.training.models import CNN, MLP
 from tests.test_data import write_tiny_mnist
 
 

@@ -13,15 +13,16 @@ import pandas as pd
 import pytest
 import torch
 
-import infoflow.train as train_mod
-from infoflow.data import load_digits
+import infoflow.training.loop as train_mod
+from benchmarks.single import run
 from infoflow.estimators import binning
 from infoflow.io import write_json
-from infoflow.job import estimate_spec
-from infoflow.models import MLP
-from infoflow.sharing import SharedEstimates, plan_path, plan_sweep
-from infoflow.store import TrainCache
-from infoflow.train import TrainerConfig, run
+from infoflow.sweep.cache import TrainCache
+from infoflow.spec import JobSpec
+from infoflow.sweep.sharing import SharedEstimates, plan_path, plan_sweep
+from infoflow.training.data import load_digits
+from infoflow.training.loop import TrainerConfig
+from infoflow.training.models import MLP
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = load_digits()
@@ -124,7 +125,7 @@ def test_a_failing_estimator_of_another_job_is_left_to_that_job(tmp_path, caplog
     a, bad = spec(bins=10), spec(bins=10, strategy="no-such-strategy")
     fresh_a = job(None, a)
     plan(TrainCache(tmp_path, KEY), a, bad)
-    with caplog.at_level(logging.WARNING, logger="infoflow.sharing"):
+    with caplog.at_level(logging.WARNING, logger="infoflow.sweep.sharing"):
         rows_a = job(TrainCache(tmp_path, KEY), a)
     pd.testing.assert_frame_equal(frame(rows_a), frame(fresh_a), check_exact=True)
     assert "estimator.strategy" in caplog.text
@@ -162,10 +163,12 @@ def test_estimate_spec_is_what_the_training_key_leaves_out():
         "estimator": {"bins": 30},
         "probe": {"output": True, "batch_size": 512},
     }
-    assert estimate_spec(cfg) == {
+    spec = JobSpec.of(cfg)
+    assert spec.estimate == {
         "estimator": {"bins": 30},
         "probe": {"output": True, "batch_size": 512},
     }
+    assert set(spec.training) == {"model", "data", "optimizer", "trainer", "seed", "device"}
 
 
 def test_the_plan_groups_specs_by_training_config(tmp_path):

@@ -24,7 +24,7 @@ import pytest
 from conftest import DEVICE_KEY, RESUME_KEY, run_cli
 from test_launchers import comparable
 
-from infoflow.slurm import partitions, slurm_problem
+from infoflow.sweep.slurm import partitions, slurm_problem
 
 SWEEP = ("-m", "model=mlp1,mlp3", "trainer.epochs=1", f"{DEVICE_KEY}=cpu")
 # one torch thread in every job, on the cluster and here: a job's numbers depend on its thread

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from infoflow.data import Dataset, load_mnist
-from infoflow.models import CNN, MLP
-from infoflow.train import EVAL_BLOCK_FLOATS, Trainer, eval_batch_rows, evaluate
+from benchmarks.single import Trainer
+from infoflow.training.data import Dataset, load_mnist
+from infoflow.training.loop import EVAL_BLOCK_FLOATS, eval_batch_rows, evaluate
+from infoflow.training.models import CNN, MLP
 
 
 def tiny_data(n_train: int = 64, n_eval: int = 40, side: int = 12) -> Dataset:

@@ -18,20 +18,14 @@ import torch
 from hydra.errors import ConfigCompositionException
 
 from infoflow import io
-from infoflow.data import load_digits
+from infoflow import io as io_mod
 from infoflow.estimators import binning
-from infoflow.job import Job
-from infoflow.launcher import (
-    ComposeOnce,
-    LauncherError,
-    PlannedJob,
-    check_options,
-    compose_once,
-    make_stacks,
-)
-from infoflow.models import CNN, MLP
-from infoflow.store import TrainCache
-from infoflow.train import Member, Recorder, StackTrainer, TrainerConfig, run_stack
+from infoflow.sweep.cache import TrainCache
+from infoflow.sweep.job import Job
+from infoflow.sweep.launcher import MAX_STACK, LauncherError, PlannedJob, check_options, make_stacks
+from infoflow.training.data import load_digits
+from infoflow.training.loop import Member, Recorder, StackTrainer, TrainerConfig, train_stack
+from infoflow.training.models import CNN, MLP
 
 DATA = load_digits()
 TRAINER = TrainerConfig(epochs=3, batch_size=64)
@@ -53,7 +47,7 @@ def stack(seeds, kind="mlp", recorders=None, caches=None, trainer=TRAINER, **kw)
     caches = caches or [None] * len(seeds)
     members = [Member(net(s, kind), s, EST, r, c) for s, r, c in zip(seeds, recorders, caches)]
     params = [p for m in members for p in m.model.parameters()]
-    run_stack(members, torch.optim.Adam(params, lr=1e-3), DATA, trainer, **kw)
+    train_stack(members, torch.optim.Adam(params, lr=1e-3), DATA, trainer, **kw)
     return {m.seed: pd.DataFrame(m.recorder.rows) for m in members}
 
 
@@ -125,7 +119,7 @@ def test_a_diverged_seed_fails_alone_keeps_its_rows_and_the_others_finish(tmp_pa
     poisoned.model = members[1].model
     failed = {}
     params = [p for m in members for p in m.model.parameters()]
-    run_stack(
+    train_stack(
         members,
         torch.optim.Adam(params),
         DATA,
@@ -195,8 +189,15 @@ def test_a_stack_cut_between_two_seeds_records_resumes_to_the_uninterrupted_tabl
 # the launcher's plan
 
 
+class Spec:
+    """What the plan reads of a job spec: its seed and what it shares with its stack-mates."""
+
+    def __init__(self, seed, **rest):
+        self.seed, self.stack_key = seed, io_mod.config_hash({"model": "m", **rest})
+
+
 def planned(idx, seed, **rest):
-    return PlannedJob(idx, [f"seed={seed}"], None, task={"seed": seed, "model": "m", **rest})
+    return PlannedJob(idx, [f"seed={seed}"], None, spec=Spec(seed, **rest))
 
 
 def test_stacks_hold_distinct_seeds_up_to_max_stack_in_launch_order():
@@ -209,8 +210,9 @@ def test_stacks_hold_distinct_seeds_up_to_max_stack_in_launch_order():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_stack": 0}, "hydra.launcher.max_stack must be an integer >= 1.*got 0"),
-        ({"max_stack": "4"}, "max_stack must be an integer >= 1.*got '4'"),
+        ({"max_stack": 0}, "hydra.launcher.max_stack must be an integer between 1 and.*got 0"),
+        ({"max_stack": "4"}, "max_stack must be an integer between 1 and .*got '4'"),
+        ({"max_stack": MAX_STACK + 1}, f"between 1 and {MAX_STACK} .*got {MAX_STACK + 1}"),
         ({"stack": 4}, "hydra.launcher.stack is not an option.*max_stack; got hydra.launcher"),
     ],
 )
@@ -229,39 +231,6 @@ def test_infoflow_launcher_is_the_default(compose_cfg):
     cfg = compose_cfg(return_hydra_config=True)
     assert cfg.hydra.launcher._target_.startswith("hydra_plugins.infoflow_launcher.")
     assert cfg.hydra.launcher.max_stack == 32
-
-
-class CountingLoader:
-    """A config loader that counts what it composes."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, ...]] = []
-
-    def load_sweep_config(self, master_config, sweep_overrides):
-        self.calls.append(tuple(sweep_overrides))
-        return {"overrides": list(sweep_overrides)}
-
-    def get_sources(self):
-        return "sources"
-
-
-def test_each_job_config_is_composed_once_for_the_check_and_the_launcher():
-    from hydra.types import HydraContext
-
-    inner, master = CountingLoader(), object()
-    context = HydraContext(config_loader=inner, callbacks=None)
-    loader = compose_once(context)
-    assert compose_once(context) is loader  # a second setup does not wrap twice
-    assert context.config_loader is loader and isinstance(loader, ComposeOnce)
-    assert loader.loader is inner
-    for job in (["seed=0"], ["seed=1"]):  # the sweeper's check of the batch
-        loader.load_sweep_config(master, job)
-    checked = loader.take(master, ["seed=0"])
-    assert checked == {"overrides": ["seed=0"]} and inner.calls == [("seed=0",), ("seed=1",)]
-    loader.take(master, ["seed=2"])  # not checked: composed now
-    loader.take(master, ["seed=0"])  # taken already: composed again
-    assert inner.calls[2:] == [("seed=2",), ("seed=0",)]
-    assert loader.get_sources() == "sources"  # the rest of the interface passes through
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,46 +260,6 @@ def numbers(sweep: Path) -> pd.DataFrame:
 SEEDS = ("-m", "model=mlp1", "seed=0,1,2", "trainer.epochs=2", "runtime.device=cpu")
 
 
-COUNT_COMPOSITIONS = r"""
-import runpy, sys
-from infoflow import launcher
-
-count = [0]
-original = launcher.ComposeOnce.__init__
-
-
-def counting(self, loader):
-    original(self, loader)
-    compose = loader.load_sweep_config
-
-    def load_sweep_config(*args, **kwargs):
-        count[0] += 1
-        return compose(*args, **kwargs)
-
-    self.loader = type("Counted", (), {"load_sweep_config": staticmethod(load_sweep_config)})()
-
-
-launcher.ComposeOnce.__init__ = counting
-sys.argv = ["infoflow", *sys.argv[1:]]
-try:
-    runpy.run_module("infoflow", run_name="__main__", alter_sys=True)
-finally:
-    print(f"compositions of job configs: {count[0]}")
-"""
-
-
-def test_a_sweep_composes_each_job_config_once(tmp_path):
-    driver = tmp_path / "driver.py"
-    driver.write_text(COUNT_COMPOSITIONS)
-    out = subprocess.run(
-        [sys.executable, str(driver), *SEEDS, "hydra.sweep.dir=sw"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout[-3000:]
-    assert "compositions of job configs: 3" in out.stdout  # 3 jobs: checked, then launched
-    assert len(pd.read_parquet(tmp_path / "sw" / "jobs.parquet")) == 3
-
-
 def test_each_job_of_a_stack_logs_its_own_seed_to_its_own_file(tmp_path):
     out = cli(*SEEDS, "hydra.sweep.dir=sw", cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:]
@@ -338,15 +267,18 @@ def test_each_job_of_a_stack_logs_its_own_seed_to_its_own_file(tmp_path):
         lines = (tmp_path / "sw" / str(job) / "__main__.log").read_text().splitlines()
         evals = [line for line in lines if ": eval " in line]
         assert len(evals) == 3 and all(f"- seed {seed}: eval" in line for line in evals), lines
-        assert any("seeds 0, 1, 2 trained as one stacked model" in line for line in lines)
+        assert any("seeds 0, 1, 2 trained as one stack" in line for line in lines)
         assert sum("of its ceiling" in line for line in lines) == 1  # its own job's warning
     assert out.stdout.count(": eval ") == 9  # the console has every seed's lines
+    # and the saturation once, short, at the sweep's end: the detail is in each job's log
+    assert "of its ceiling" not in out.stdout
+    assert out.stdout.count("at its ceiling log2 n_samples") == 1
 
 
 def test_a_bad_stack_cap_stops_the_sweep_before_any_job(tmp_path):
     out = cli(*SEEDS, "hydra.launcher.max_stack=0", "hydra.sweep.dir=sw", cwd=tmp_path)
     assert out.returncode == 1
-    assert "infoflow: error: hydra.launcher.max_stack must be an integer >= 1" in out.stdout
+    assert "infoflow: error: hydra.launcher.max_stack must be an integer between 1 and 128" in out.stdout
     assert not (tmp_path / "sw" / "0").exists()
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
+import socket
+import time
 from functools import partial
 from pathlib import Path
 
@@ -10,19 +14,24 @@ import pandas as pd
 import pytest
 import torch
 
-import infoflow.train as train_mod
-from infoflow.data import load_digits
+import infoflow.training.loop as train_mod
+from benchmarks.single import run
 from infoflow.estimators import binning
 from infoflow.io import write_json
-from infoflow.job import cache_dir, job_config_hash
-from infoflow.job import training_key as key_of
-from infoflow.models import MLP
-from infoflow.store import CacheTimeout, TrainCache
-from infoflow.train import Recorder, TrainerConfig, run
+from infoflow.spec import JobSpec, config_hash
+from infoflow.sweep.cache import CacheTimeout, TrainCache
+from infoflow.training.data import load_digits
+from infoflow.training.loop import Recorder, TrainerConfig
+from infoflow.training.models import MLP
 
 DATA = load_digits()
 TRAINER = TrainerConfig(epochs=3, batch_size=64)
 KEY = {"model": "mlp[32,16]", "data": "digits", "seed": 0, "trainer": "epochs 3 batch 64"}
+
+
+def key_of(cfg, device, fingerprint):
+    """The training key of a composed config on ``device`` for data of ``fingerprint``."""
+    return JobSpec.of(cfg).training_key(device.type, fingerprint)
 
 
 def job(cache: TrainCache | None, bins: int = 10, recorder=None, trainer=TRAINER, **kw):
@@ -174,15 +183,17 @@ def test_training_key_ignores_estimator_probe_and_runtime_keys(compose_cfg):
 
 
 def test_training_key_covers_the_code_that_trains(compose_cfg):
-    """Every source file of the package counts, the entry point (which seeds the weights) too."""
+    """Every source file of the package counts, the runner (which seeds the weights) too."""
     import infoflow.io as io_mod
 
     cpu = torch.device("cpu")
     base = key_of(compose_cfg(), cpu, "f")
     sources = sorted(Path(io_mod.__file__).parent.rglob("*.py"))
-    assert {"__main__.py", "train.py", "models.py", "data.py"} <= {p.name for p in sources}
+    assert {"__main__.py", "runner.py", "loop.py", "models.py", "data.py"} <= {
+        p.name for p in sources
+    }
     real = Path.read_bytes
-    main = Path(io_mod.__file__).parent / "__main__.py"
+    main = Path(io_mod.__file__).parent / "sweep" / "runner.py"
     try:
         Path.read_bytes = lambda p: real(p) + (b"#" if p == main else b"")
         assert key_of(compose_cfg(), cpu, "f") != base
@@ -191,15 +202,15 @@ def test_training_key_covers_the_code_that_trains(compose_cfg):
 
 
 def test_job_hash_ignores_runtime_keys_only(compose_cfg):
-    base = job_config_hash(compose_cfg())
+    base = config_hash(compose_cfg())
     runtime = ("runtime.resume=true", "runtime.threads=1", "runtime.cache.enabled=false")
-    assert job_config_hash(compose_cfg(*runtime)) == base
-    assert job_config_hash(compose_cfg("estimator.bins=10")) != base
+    assert config_hash(compose_cfg(*runtime)) == base
+    assert config_hash(compose_cfg("estimator.bins=10")) != base
 
 
 def test_cache_dir_choice(compose_cfg, tmp_path):
     def root(*overrides, sweep=None):
-        return cache_dir(compose_cfg(*overrides).runtime, sweep)
+        return JobSpec.of(compose_cfg(*overrides)).cache_root(sweep)
 
     assert root() is None  # single run: the job's checkpoint suffices
     assert root(sweep=str(tmp_path)) == tmp_path / ".train_cache"
@@ -224,6 +235,50 @@ def test_a_failing_job_lets_go_of_the_lock_at_once(tmp_path):
         kept = err  # its traceback keeps the job's frames alive, as Hydra's JobReturn does
     with cache.try_lock() as mine:
         assert mine and kept is not None
+
+
+def test_the_lock_is_one_try_names_its_holder_and_is_let_go(tmp_path):
+    """A second try at a held lock says no at once (this process too: a basic-launcher sweep
+    runs its jobs in one), a waiter sees the holder's host and pid, and the holder's note goes
+    with the lock."""
+    first, second = TrainCache(tmp_path, KEY), TrainCache(tmp_path, KEY)
+    assert second.holder() == "another process"  # nobody has held it yet
+    with first.try_lock() as mine:
+        assert mine
+        start = time.monotonic()
+        with second.try_lock() as theirs:
+            assert not theirs
+        assert time.monotonic() - start < 1.0  # never waits for the lock
+        assert second.holder() == f"'{socket.gethostname()} pid {os.getpid()}'"
+    assert second.holder() == "another process" and not (first.dir / "holder").exists()
+    with second.try_lock() as theirs:
+        assert theirs
+
+
+def _hold_lock_and_die(root: str, ready) -> None:
+    with TrainCache(root, KEY).try_lock() as mine:
+        assert mine
+        ready.set()
+        time.sleep(60)  # killed here, holding the lock
+
+
+def test_a_dead_holders_lock_is_free_at_once(tmp_path):
+    """The operating system lets go of the lock with its process: a trainer killed (SIGKILL,
+    no cleanup) does not block the others, and the next holder's note replaces its stale one."""
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_lock_and_die, args=(str(tmp_path), ready))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        cache = TrainCache(tmp_path, KEY)
+        with cache.try_lock() as mine:
+            assert not mine and cache.holder() == f"'{socket.gethostname()} pid {holder.pid}'"
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(30)
+    with cache.try_lock() as mine:
+        assert mine and cache.holder() == f"'{socket.gethostname()} pid {os.getpid()}'"
 
 
 def _hold_lock(root: str, ready, stop) -> None:

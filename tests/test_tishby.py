@@ -11,16 +11,16 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from infoflow.config import validate
-from infoflow.data import (
+from infoflow.spec import validate
+from infoflow.training.data import (
     ICOSAHEDRON_NEIGHBOURS,
     ICOSAHEDRON_OPPOSITE,
     DataError,
     load_tishby,
     tishby_patterns,
 )
-from infoflow.models import MLP
-from infoflow.train import evaluate, measure
+from infoflow.training.loop import evaluate, measure
+from infoflow.training.models import MLP
 
 # ---------------------------------------------------------------------------------------------
 # the generator
@@ -237,14 +237,14 @@ def test_truncated_normal_init_statistics():
 def test_experiment_tishby2017_is_the_reference_run(compose_cfg):
     cfg = compose_cfg("experiment=tishby2017")
     validate(cfg)
-    assert cfg.data._target_ == "infoflow.data.load_tishby"
+    assert cfg.data._target_ == "infoflow.training.data.load_tishby"
     assert cfg.model.hidden == [10, 7, 5, 4, 4, 3] and cfg.model.activation == "tanh"
     assert cfg.model.init == "truncated_normal"
     assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 2e-4
     assert cfg.trainer.epochs == 10_000 and cfg.trainer.batch_size >= 3276  # full batch
     assert cfg.estimator.bins == 30 and list(cfg.estimator.range) == [-1, 1]
     assert cfg.probe.samples == "all"
-    from infoflow.schedule import eval_points
+    from infoflow.training.schedule import eval_points
 
     points = eval_points(cfg.trainer.eval, cfg.trainer.epochs, 1)
     assert points[0].epoch == 0 and points[-1].epoch == 10_000
@@ -328,7 +328,7 @@ def test_reduced_tishby2017_compresses_the_deepest_layers(cli, tmp_path):
 def test_plane_has_the_papers_axes_and_log_epoch_colours():
     from matplotlib.colors import SymLogNorm
 
-    from infoflow.plots import _epoch_norm, _log_spaced, information_plane
+    from infoflow.report.plots import _epoch_norm, _log_spaced, information_plane
 
     epochs = np.unique(np.rint(np.geomspace(1, 10_000, 60))).astype(int)  # full batch: whole
     epochs = np.concatenate([[0], epochs])
@@ -354,7 +354,7 @@ def test_plane_has_the_papers_axes_and_log_epoch_colours():
 
 
 def test_no_saturation_warning_when_every_pattern_is_probed():
-    from infoflow.report import saturation_note
+    from infoflow.report.page import saturation_note
 
     df = pd.DataFrame({"data": "tishby", "n_samples": 4096, "I_XT": 12.0, "saturated": True},
                       index=range(10))  # fmt: skip

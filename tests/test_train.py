@@ -9,13 +9,15 @@ from functools import partial
 import pytest
 import torch
 
-from infoflow.config import ConfigError, validate
-from infoflow.data import load_digits
+from benchmarks.single import Trainer, run
 from infoflow.estimators import binning
 from infoflow.io import read_status
-from infoflow.job import Job, resolve_threads
-from infoflow.models import MLP
-from infoflow.train import Trainer, TrainerConfig, TrainingDiverged, run
+from infoflow.spec import ConfigError, validate
+from infoflow.sweep.job import Job
+from infoflow.sweep.runner import resolve_threads
+from infoflow.training.data import load_digits
+from infoflow.training.loop import TrainerConfig, TrainingDiverged
+from infoflow.training.models import MLP
 
 DATA = load_digits()  # 1,437 train / 360 eval
 
@@ -129,7 +131,7 @@ def test_status_json_running_then_completed(tmp_path):
 
 def test_threads_follow_the_launcher(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr("infoflow.job.cores", lambda: 8)
+    monkeypatch.setattr("infoflow.sweep.runner.cores", lambda: 8)
     assert resolve_threads(3) == 3
     assert resolve_threads("auto") == 8  # basic launcher: one job at a time
     assert resolve_threads("auto", {"n_jobs": 2}) == 4
@@ -175,3 +177,28 @@ def test_default_job_keys_are_valid(compose_cfg):
         True,
         "auto",
     )
+
+
+def test_a_long_stretch_of_training_says_how_far_it_is(monkeypatch, caplog):
+    import infoflow.training.loop as loop
+
+    monkeypatch.setattr(loop, "PROGRESS_S", 0.0)  # every chunk is "long"
+    monkeypatch.setattr(loop, "PROGRESS_BATCHES", 10)
+    straight = Trainer(*build(), DATA, 64, seed=3)
+    with caplog.at_level("INFO", logger=loop.__name__):
+        straight.train_to(2 * straight.per_epoch)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training: ")]
+    # 46 steps in chunks of 10 that stop at each epoch's end (23 steps): a line after every
+    # chunk but the last
+    assert [line.split(" (")[1].split(")")[0] for line in lines] == [
+        "22%; epoch 1, 10/23 of its steps",
+        "43%; epoch 1, 20/23 of its steps",
+        "50%; epoch 1, 23/23 of its steps",
+        "72%; epoch 2, 10/23 of its steps",
+        "93%; epoch 2, 20/23 of its steps",
+    ]
+    assert lines[0].startswith("training: step 10/46 to the next evaluation (22%")
+    chunked = Trainer(*build(), DATA, 64, seed=3)
+    monkeypatch.setattr(loop, "PROGRESS_BATCHES", 10**6)
+    chunked.train_to(2 * chunked.per_epoch)
+    assert same_params(straight.model, chunked.model)  # chunks change nothing but the log

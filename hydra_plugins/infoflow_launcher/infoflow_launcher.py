@@ -1,10 +1,7 @@
-"""The launcher class and its config node ``hydra/launcher: infoflow`` (infoflow.launcher)."""
-
-# no "from __future__ import annotations": Hydra's plugin scan runs this module before it is
-# in sys.modules, where dataclasses would look the string annotations up
+"""infoflow's launcher plugin (``hydra/launcher=infoflow``): a config node and a class that
+delegates to :mod:`infoflow.sweep.launcher`, as Hydra's own launcher plugins do."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -13,21 +10,15 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-
-@dataclass
-class InfoflowLauncherConf:
-    _target_: str = "hydra_plugins.infoflow_launcher.infoflow_launcher.InfoflowLauncher"
-    # most seeds trained as one stacked model (memory); larger seed groups are split
-    max_stack: int = 32
-
+from infoflow.sweep.launcher import LauncherConf, launch
 
 ConfigStore.instance().store(
-    group="hydra/launcher", name="infoflow", node=InfoflowLauncherConf, provider="infoflow"
+    group="hydra/launcher", name="infoflow", node=LauncherConf, provider="infoflow"
 )
 
 
 class InfoflowLauncher(Launcher):
-    """Runs a sweep in this process, seeds that differ only in ``seed`` as one stacked model."""
+    """Runs a sweep in this process, jobs that differ only in ``seed`` as one stack."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__()
@@ -39,14 +30,9 @@ class InfoflowLauncher(Launcher):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        from infoflow.launcher import compose_once
-
-        compose_once(hydra_context)  # the sweeper's check and this launcher share compositions
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from infoflow.launcher import launch
-
         return launch(self, job_overrides, initial_job_idx)

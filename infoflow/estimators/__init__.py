@@ -25,7 +25,7 @@ from infoflow.estimators.binning import binning
 from infoflow.estimators.kde import kde
 from infoflow.estimators.per_neuron import per_neuron
 from infoflow.estimators.renyi import renyi
-from infoflow.estimators.saturation import saturation_warning
+from infoflow.estimators.saturation import saturation_summary, saturation_warning
 from infoflow.estimators.sliced import sliced
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "kde",
     "per_neuron",
     "renyi",
+    "saturation_summary",
     "saturation_warning",
     "sliced",
 ]

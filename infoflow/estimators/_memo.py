@@ -2,7 +2,7 @@
 
 ``renyi`` and ``sliced`` spend much of their time on X alone (its Gram matrices and their
 eigenvalues; its projections and their equal-mass bins), and X is the same for every layer of
-an evaluation and for every evaluation of a job: ``infoflow.train.measure`` passes the same
+an evaluation and for every evaluation of a job: ``infoflow.training.loop.measure`` passes the same
 evaluation tensor each time. The memo keeps that work per input tensor so that a job computes
 it once, while each estimator stays a function of its arguments: a result is reused only for
 the same tensor object, unchanged, with the same parameters.

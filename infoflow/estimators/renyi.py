@@ -52,11 +52,20 @@ def kernel_width(Z: torch.Tensor, width: float, width_rule: str, n: int) -> floa
 
 
 def _grams(Z: torch.Tensor, sigma: float) -> torch.Tensor:
-    """RBF Gram matrices ``exp(-|z_i - z_j|^2 / (2 sigma^2))`` of (k, b, d) batches: (k, b, b)."""
+    """RBF Gram matrices ``exp(-|z_i - z_j|^2 / (2 sigma^2))`` of (k, b, d) batches: (k, b, b).
+
+    Exact in both limits of the width: where ``2 sigma^2`` rounds to 0 in Z's dtype (sigma below
+    ~1e-23 in float32, e.g. ``estimator.width=1e-30``) a positive distance over it is -inf
+    (kernel 0) and a zero one (the diagonal, equal rows) 0/0 = NaN, which is the kernel 1 of
+    equal points, so NaN exponents are set to 0: K tends to the identity (each distinct sample
+    its own cluster) instead of a NaN matrix that ``eigvalsh`` cannot diagonalise. An infinite
+    sigma gives -0 exponents, K = 1.
+    """
     sq = Z.square().sum(-1)  # (k, b)
     D = torch.baddbmm(sq[:, None, :] + sq[:, :, None], Z, Z.transpose(1, 2), alpha=-2.0)
     D.clamp_(min=0.0).diagonal(dim1=1, dim2=2).zero_()  # exact zero self-distance  # (k, b, b)
-    return torch.exp(D / (-2.0 * sigma**2))
+    E = D.div_(-2.0 * sigma**2)  # (k, b, b) exponents, in place
+    return torch.exp(E.nan_to_num_(nan=0.0))  # only 0/0 is NaN here: equal points, kernel 1
 
 
 def _input_side(
@@ -73,7 +82,7 @@ def _input_side(
     entropies S(X) (k,) and X's kernel width."""
     idx = batch_indices(len(X), batch_size, batches, seed).to(X.device)  # (k, b)
     sigma_X, K_X = _batch_grams(X, idx, width, width_rule, work)  # float, (k, b, b)
-    return idx, K_X, _entropy(power_sums(K_X, alpha), alpha), sigma_X
+    return idx, K_X, entropies(K_X, alpha), sigma_X
 
 
 def _batch_grams(
@@ -82,12 +91,28 @@ def _batch_grams(
     """(kernel width, Gram matrices (k, b, b)) of ``A``'s rows in the batches ``idx`` (k, b):
     only the batches' rows, centred on their mean (smaller rounding in the distances)."""
     k, b = idx.shape
-    Ab = A[idx.reshape(-1)].to(work)  # (k b, d)
+    rows = A[idx.reshape(-1)]  # (k b, d)
+    Ab = rows.to(work)
     if not bool(torch.isfinite(Ab).all()):
         raise ValueError("activations and inputs must be finite, got NaN or inf")
     Ab = Ab - Ab.mean(0)
+    # squared distances must stay finite (inf - inf would be NaN in the Gram matrix): float32
+    # rows beyond ~1e19 are taken in float64, and rows too large even for it are refused
+    if not _distances_fit(Ab) and work == torch.float32:
+        Ab = rows.to(torch.float64)
+        Ab = Ab - Ab.mean(0)
+    if not _distances_fit(Ab):
+        raise ValueError(
+            "activations and inputs must have squared distances below the float64 range "
+            f"(~1e308), got values up to {float(rows.abs().max())!r}"
+        )
     sigma = kernel_width(Ab, width, width_rule, b)
     return sigma, _grams(Ab.view(k, b, -1), sigma)
+
+
+def _distances_fit(Z: torch.Tensor) -> bool:
+    """Whether every squared distance between rows of the centred Z is finite in Z's dtype."""
+    return bool(Z.square().sum(-1).amax() <= torch.finfo(Z.dtype).max / 4)
 
 
 def power_sums(A: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -97,17 +122,115 @@ def power_sums(A: torch.Tensor, alpha: float) -> torch.Tensor:
     layers: within 1e-4 bits of float64 at alpha = 1.01, measured on n = 256 and 1,024 ReLU
     Gram matrices, at 1.6x the speed), rounding negatives clipped to 0, sums in float64.
     For alpha = 2 no eigenvalues are needed: ``sum lambda^2 = |A|_F^2 / tr(A)^2``. Zero rows and
-    columns (padding) add zero eigenvalues, which add nothing.
+    columns (padding) add zero eigenvalues, which add nothing. The entropies of :func:`renyi`
+    come from :func:`entropies`, which also handles the orders where this sum loses its
+    precision (near 1) or underflows (large alpha).
     """
     tr = A.diagonal(dim1=-2, dim2=-1).double().sum(-1)  # (...)
     if alpha == 2:
         return A.double().square().sum((-2, -1)) / tr.square()
-    lam = torch.linalg.eigvalsh(A).double().clamp(min=0.0) / tr[..., None]  # (..., n)
+    lam = _eigvalsh(A).double().clamp(min=0.0) / tr[..., None]  # (..., n)
     return lam.pow(alpha).sum(-1)
 
 
+def _eigvalsh(A: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.eigvalsh(A)``, retried in float64 where A's dtype does not converge.
+
+    A finite symmetric Gram matrix practically always converges; should it not (float32 LAPACK
+    on a pathological spectrum), float64 is the precision that can, and a failure there is
+    refused as a ValueError naming the setting to change instead of a raw ``LinAlgError``.
+    """
+    try:
+        return torch.linalg.eigvalsh(A)
+    except torch.linalg.LinAlgError as err:
+        failure = err
+    if A.dtype != torch.float64:
+        try:
+            return torch.linalg.eigvalsh(A.double())
+        except torch.linalg.LinAlgError as err:
+            failure = err
+    raise ValueError(
+        "renyi: the eigenvalues of a Gram matrix did not converge, even in float64 (a kernel "
+        "width extreme for the data?); try another estimator.width, got: "
+        f"{str(failure).splitlines()[0]}"
+    ) from failure
+
+
+# Orders closer to 1 than this take the form of :func:`_stable_entropy`. The plain form
+# log(sum p^alpha) / (1 - alpha) divides the rounding of the sum (float32 eigenvalues sum to
+# their trace within ~1e-6) by 1 - alpha: at alpha = 1.01 that is within 1e-4 bits of float64,
+# but at alpha = 1 + 1e-10 it gave -238 to -2043 bits. The plain form is kept where it is
+# accurate so that estimates at the usual orders (1.01 above all) stay the same bit for bit.
+PLAIN_MIN_GAP = 0.01
+
+
+def entropy_of(p: torch.Tensor, alpha: float, dims: int | tuple[int, ...] = -1) -> torch.Tensor:
+    """Renyi alpha-entropy in bits of non-negative weights ``p`` that sum to ~1 over ``dims``.
+
+    ``S = log2(sum p^alpha) / (1 - alpha)``, with ``0 <= S <= log2 #{p > 0}`` for every order.
+    For ``|alpha - 1| >= PLAIN_MIN_GAP`` the plain sum is used (the numbers of earlier
+    versions) wherever its result lies in that range; elsewhere, and for every order closer to
+    1, :func:`_stable_entropy`, which cannot leave it.
+
+    Parameters
+    ----------
+    p : tensor of shape (..., n) or (..., C, m), float64
+        Trace-normalised eigenvalues (rounding negatives clipped to 0) or label frequencies.
+    alpha : float
+        The Renyi order, > 0 and != 1.
+    dims : int or tuple of int
+        The axes summed over.
+
+    Returns
+    -------
+    tensor of the batch shape, float64, bits
+    """
+    if abs(alpha - 1.0) >= PLAIN_MIN_GAP:
+        S = _entropy(p.pow(alpha).sum(dims), alpha)
+        ceiling = (p > 0).sum(dims).double().log2()
+        ok = (S >= 0) & (S <= ceiling)  # False for NaN and inf (alpha ~ 500: sum underflowed)
+        if bool(ok.all()):
+            return S
+        return torch.where(ok, S, _stable_entropy(p, alpha, dims))
+    return _stable_entropy(p, alpha, dims)
+
+
+def _stable_entropy(p: torch.Tensor, alpha: float, dims: int | tuple[int, ...]) -> torch.Tensor:
+    """The Renyi entropy of ``p / sum(p)`` in bits in a form accurate for every order.
+
+    With ``q = p / sum p`` (an exact unit sum: the plain form's error near alpha = 1 came from
+    ``sum p != 1``), ``t_i = (alpha - 1) ln q_i`` and ``c = max_i t_i``,
+    ``ln sum q^alpha = ln sum q_i e^(t_i) = c + log1p(sum_i q_i expm1(t_i - c))``. The shift
+    keeps every exponential in (0, 1] (no underflow of the whole sum at large alpha: -> the
+    min-entropy -log2 max q), and ``expm1``/``log1p`` keep their relative precision as
+    alpha -> 1 (-> the Shannon entropy of q, von Neumann's of the matrix, with no 0/0). The
+    sum lies in (-1, 0], so ``0 <= S <= log2 #{q > 0}`` up to float64 rounding.
+    """
+    total = p.sum(dims, keepdim=True)
+    q = p / total.clamp(min=torch.finfo(p.dtype).tiny)  # (..., n) unit sum
+    t = torch.where(q > 0, (alpha - 1.0) * q.log(), -math.inf)  # zero weights add nothing
+    c = t.amax(dims, keepdim=True)  # (..., 1) the largest term's exponent
+    inner = (q * torch.expm1(t - c)).sum(dims)  # in (-1, 0]
+    log_sum = c.reshape(inner.shape) + torch.log1p(inner)  # ln sum q^alpha
+    return log_sum / ((1.0 - alpha) * LN2)
+
+
+def entropies(A: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Renyi alpha-entropies in bits of trace-normalised PSD matrices ``A`` (..., n, n): (...).
+
+    From the eigenvalues of :func:`power_sums` through :func:`entropy_of` (alpha = 2: from the
+    Frobenius norm, whose ``sum lambda^2 >= 1 / n`` and ``<= 1`` hold exactly for a Gram matrix
+    with unit diagonal and entries in [0, 1], so ``0 <= S_2 <= log2 n`` up to rounding).
+    """
+    if alpha == 2:
+        return _entropy(power_sums(A, alpha), alpha)
+    tr = A.diagonal(dim1=-2, dim2=-1).double().sum(-1)  # (...)
+    p = _eigvalsh(A).double().clamp(min=0.0) / tr[..., None]  # (..., n)
+    return entropy_of(p, alpha, -1)
+
+
 def _entropy(power_sum: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Renyi alpha-entropy in bits from ``sum_i lambda_i^alpha``."""
+    """Renyi alpha-entropy in bits from ``sum_i lambda_i^alpha`` (the plain form)."""
     return power_sum.log() / ((1.0 - alpha) * LN2)
 
 
@@ -181,11 +304,18 @@ def renyi(
     Y : tensor or ndarray of shape (n_samples,)
         Discrete labels.
     alpha : float, default 1.01
-        Renyi order, > 0 and != 1 (Yu et al. 2020: 1.01, close to Shannon). alpha = 2 needs no
-        eigenvalues (Frobenius norms): O(n^2) per batch instead of O(n^3).
+        Renyi order: any finite number > 0 and != 1 (Yu et al. 2020: 1.01, close to Shannon).
+        alpha = 2 needs no eigenvalues (Frobenius norms): O(n^2) per batch instead of O(n^3).
+        Orders within 0.01 of 1 are computed in a form that tends to the Shannon (von Neumann)
+        entropy as alpha -> 1, large orders one that tends to the min-entropy (see
+        :func:`entropy_of`); orders below 1 weigh the smallest eigenvalues, where float32
+        rounding (~1e-7 of the largest) sits, so they are the least precise for float32 layers.
     width : float, default 1.0
-        Kernel width: with ``width_rule='silverman'`` a factor on the rule's sigma (larger =
-        coarser: fewer samples told apart, lower I(X;T)); with ``'fixed'`` sigma itself.
+        Kernel width, any finite number > 0: with ``width_rule='silverman'`` a factor on the
+        rule's sigma (larger = coarser: fewer samples told apart, lower I(X;T)); with
+        ``'fixed'`` sigma itself. Both limits are exact: a width whose sigma^2 underflows gives
+        the identity Gram matrix (I_XT = log2 batch_size, saturated), one whose sigma^2
+        overflows the all-ones matrix (every entropy 0).
     width_rule : {'silverman', 'fixed'}, default 'silverman'
         See :func:`kernel_width`.
     batch_size : int, default 256
@@ -209,7 +339,11 @@ def renyi(
     Notes
     -----
     ``0 <= I <= min(S(A), S(B)) <= log2 n`` per batch (Giraldo et al. 2015, Prop. 4.1-4.2),
-    clipped there against rounding. Invariant to the order of the samples within a batch
+    clipped there against rounding; each entropy lies in ``[0, log2 n]`` by construction
+    (:func:`entropy_of`), so ``0 <= I_XT <= min(H_X, log2 batch_size) <= H_max``. I_TY is at
+    most the batch's label entropy S_Y, which for alpha > 1 is at most its Shannon entropy, and
+    the mean of those over batches at most ``H_Y``; below 1 it is held to the Shannon entropy
+    (see the code). Invariant to the order of the samples within a batch
     (one batch: exactly), to rotations and translations of T, and, with the Silverman rule,
     to a common scaling of T. Not bound by the data-processing inequality across layers:
     each layer gets its own kernel width.
@@ -247,17 +381,29 @@ def renyi(
         )  # (k, b), (k, b, b), (k,), float
         k, b = idx.shape
         sigma_T, K_T = _batch_grams(T, idx, width, width_rule, work)  # float, (k, b, b)
-        S_T, S_XT = _entropy(power_sums(torch.stack([K_T, K_T * K_X], 1), alpha), alpha).unbind(1)
+        S_T, S_XT = entropies(torch.stack([K_T, K_T * K_X], 1), alpha).unbind(1)  # (k,) each
         L = labels[idx]  # (k, b) the batches' labels
         counts = torch.zeros((k, max(n_classes, 1)), dtype=torch.long, device=dev)
         counts.scatter_add_(1, L, torch.ones_like(L))  # (k, C)
         # the class blocks together are K_T o K_Y, of trace b
-        S_TY = _entropy(_block_power_sums(_class_blocks(K_T, L, counts), b, alpha), alpha)  # (k,)
-        S_Y = _entropy((counts.double() / b).pow(alpha).sum(1), alpha)  # (k,)
+        S_TY = _block_entropies(_class_blocks(K_T, L, counts), b, alpha)  # (k,)
+        freq = counts.double() / b  # (k, C)
+        S_Y = entropy_of(freq, alpha, 1)  # (k,)
+        # every entropy lies in [0, log2 b] (entropy_of), so the clipped I's do too
         I_XT = (S_X + S_T - S_XT).clamp(min=0.0)
         I_XT = torch.minimum(I_XT, torch.minimum(S_X, S_T))  # (k,)
         I_TY = (S_T + S_Y - S_TY).clamp(min=0.0)
-        I_TY = torch.minimum(I_TY, torch.minimum(S_T, S_Y))  # (k,)
+        if alpha < 1:
+            # Renyi entropies fall with the order: below 1 the labels' S_Y exceeds their Shannon
+            # entropy, so the order-alpha I(T;Y), whose own ceiling is S_Y, could exceed H_Y,
+            # the ceiling every estimator's I_TY shares; it is held to the batch's Shannon
+            # label entropy (whose mean over batches is at most H_Y: concavity). For
+            # alpha > 1, S_Y is already at most that.
+            shannon = -torch.where(freq > 0, freq * freq.log2(), 0.0).sum(1)  # (k,)
+            S_Y_cap = torch.minimum(S_Y, shannon)
+        else:
+            S_Y_cap = S_Y
+        I_TY = torch.minimum(I_TY, torch.minimum(S_T, S_Y_cap))  # (k,)
         used = counts.sum(0).cpu().numpy()
     out = {
         "I_XT": float(I_XT.mean()),
@@ -275,9 +421,9 @@ def renyi(
     return out
 
 
-def _block_power_sums(blocks: torch.Tensor, n: int, alpha: float) -> torch.Tensor:
-    """``sum lambda^alpha`` of ``K_T o K_Y / n`` from its class blocks of shape (k, C, m, m)."""
+def _block_entropies(blocks: torch.Tensor, n: int, alpha: float) -> torch.Tensor:
+    """Renyi entropies in bits of ``K_T o K_Y / n`` from its class blocks (k, C, m, m): (k,)."""
     if alpha == 2:
-        return blocks.double().square().sum((-3, -2, -1)) / n**2
-    lam = torch.linalg.eigvalsh(blocks).double().clamp(min=0.0) / n  # (k, C, m)
-    return lam.pow(alpha).sum((-2, -1))
+        return _entropy(blocks.double().square().sum((-3, -2, -1)) / n**2, alpha)
+    lam = _eigvalsh(blocks).double().clamp(min=0.0) / n  # (k, C, m)
+    return entropy_of(lam, alpha, (-2, -1))

@@ -91,3 +91,23 @@ def saturation_warning(rows: pd.DataFrame, min_fraction: float = WARN_FRACTION) 
         "estimator=sliced, whose defaults stay below their ceilings on wide layers "
         "(docs/estimators.md)."
     )
+
+
+def saturation_summary(rows: pd.DataFrame, min_fraction: float = WARN_FRACTION) -> str | None:
+    """The short form of :func:`saturation_warning`, for the end of a sweep: one sentence with
+    the share of saturated rows per estimator and what to try; None when there is nothing to
+    say. Each job's log holds the long form."""
+    sat = saturated_rows(rows)
+    if sat is None or len(sat) == 0 or not float(sat.mean()) > min_fraction:
+        return None
+    names = _estimator_names(rows)
+    shares = ", ".join(
+        f"{name or 'the estimator'} {float(sat[names == name].mean()):.0%}"
+        for name in sorted(names[sat].unique())
+    )
+    return (
+        f"{float(sat.mean()):.0%} of the rows have I(X;T) at its ceiling log2 n_samples "
+        f"({shares}), where it measures the estimator's resolution, not the layer: try "
+        "estimator=renyi or estimator=sliced, or a coarser resolution (each job's log says "
+        "which keys; docs/estimators.md)"
+    )

@@ -138,9 +138,13 @@ def _entropies(counts: torch.Tensor, n: int, miller_madow: bool) -> torch.Tensor
     """Plug-in entropies in bits of the tables ``counts`` (m, k) (+ Miller-Madow), shape (m,)."""
     p = counts.double() / n
     H = -(p * torch.where(p > 0, p.log2(), 0.0)).sum(1)  # (m,)
-    if miller_madow:
-        H = H + ((counts > 0).sum(1) - 1).double() / (2.0 * n * LN2)
-    return H
+    return _miller_madow(H, counts, n) if miller_madow else H
+
+
+def _miller_madow(H: torch.Tensor, counts: torch.Tensor, n: int) -> torch.Tensor:
+    """``H + (occupied cells - 1) / (2 n ln 2)``: the plug-in entropies H (m,) of the tables
+    ``counts`` (m, k), Miller-Madow corrected."""
+    return H + ((counts > 0).sum(1) - 1).double() / (2.0 * n * LN2)
 
 
 def _offsets(a: torch.Tensor, b: torch.Tensor, ka: int, kb: int) -> torch.Tensor:
@@ -164,12 +168,26 @@ def mi_of_codes(a: torch.Tensor, b: torch.Tensor, ka: int, kb: int, mm: bool) ->
 
 
 def _mi_of_table(joint: torch.Tensor, n: int, mm: bool) -> torch.Tensor:
-    """``H(a) + H(b) - H(a, b)`` in bits of the stacked joint tables (m, ka, kb), shape (m,)."""
+    """``H(a) + H(b) - H(a, b)`` in bits of the stacked joint tables (m, ka, kb), shape (m,).
+
+    At most ``min(H(a), H(b))`` of the plug-in margins. The plug-in MI is (up to rounding);
+    Miller-Madow adds ``(m_a + m_b - m_ab - 1) / (2 N ln 2)``, a first-order bias term that
+    assumes several samples per occupied cell and is not bounded by the margins: with as many
+    bins as samples every cell holds one sample and it added (N - 1) / (2 N ln 2) = 0.72 bits
+    above log2 N (digits, bins=400: I_XT 9.21 > H_max 8.49), and where a slice determines the
+    label it adds (C - 1) / (2 N ln 2) above H(Y). So the correction is taken only up to the
+    margins' entropy: the information the sample's own table can carry, which is also the
+    population's ceiling for equal-mass margins (log2 bins). Slices below the cap, all of
+    them on the defaults' tables, keep their numbers bit for bit.
+    """
     m = joint.shape[0]
-    H_a = _entropies(joint.sum(2), n, mm)
-    H_b = _entropies(joint.sum(1), n, mm)
-    H_ab = _entropies(joint.view(m, -1), n, mm)
-    return H_a + H_b - H_ab
+    a, b, ab = joint.sum(2), joint.sum(1), joint.view(m, -1)  # (m, ka), (m, kb), (m, ka kb)
+    H_a, H_b, H_ab = (_entropies(c, n, False) for c in (a, b, ab))  # plug-in, (m,) each
+    if mm:
+        I = _miller_madow(H_a, a, n) + _miller_madow(H_b, b, n) - _miller_madow(H_ab, ab, n)
+    else:
+        I = H_a + H_b - H_ab
+    return torch.minimum(I, torch.minimum(H_a, H_b))
 
 
 # The three-way tables (slice, X's bin, T's bin, label) are counted in one pass while they
@@ -239,12 +257,15 @@ def sliced(
         slices^-1/2 (the column ``I_XT_se``); the cost is linear (one (N, d) x (d, slices)
         product per variable).
     bins : int, default 16
-        Equal-mass bins per projection (>= 2): the base estimator's resolution. A slice's
-        I(X;T) is at most log2(bins) bits (``I_XT_max``); more bins resolve finer dependence
-        at a plug-in bias of ~(bins - 1)^2 / (2 N ln 2) bits (removed to first order by
-        Miller-Madow).
+        Equal-mass bins per projection (>= 2): the base estimator's resolution. N samples make
+        at most N bins, so ``min(bins, N)`` are used (more would only add empty bins) and a
+        slice's I(X;T) is at most log2 of that (``I_XT_max``); more bins resolve finer
+        dependence at a plug-in bias of ~(bins - 1)^2 / (2 N ln 2) bits (removed to first
+        order by Miller-Madow). The tables hold slices x bins^2 cells: keep bins well below N.
     bias_correction : {'miller_madow', 'none'}, default 'miller_madow'
-        Miller-Madow correction of the three plug-in entropies of each slice.
+        Miller-Madow correction of the three plug-in entropies of each slice, taken at most up
+        to the slice's ceiling ``min(H(a), H(b))`` of its plug-in margins (see
+        :func:`_mi_of_table`).
     seed : int, default 0
         Seeds the directions (the same at every epoch and for every layer of a width).
 
@@ -252,8 +273,10 @@ def sliced(
     -------
     dict
         ``I_XT``, ``I_TY``: the sliced estimates (means over slices, clipped at 0);
-        ``I_XT_se``, ``I_TY_se``: standard errors over slices; ``I_XT_max`` = log2(bins);
-        ``saturated``: ``I_XT >= 0.99 I_XT_max``; and ``n_samples``, ``H_max``, ``H_Y``.
+        ``I_XT_se``, ``I_TY_se``: standard errors over slices; ``I_XT_max`` =
+        log2(min(bins, N)), the bins in effect; ``saturated``: ``I_XT >= 0.99 I_XT_max``; and
+        ``n_samples``, ``H_max``, ``H_Y``. Every slice's I(X;T) is at most min(H(a), H(b)) <=
+        I_XT_max <= H_max and its I(T;Y) at most the plug-in H_Y, so the means are too.
 
     Notes
     -----
@@ -280,6 +303,11 @@ def sliced(
         _, labels = torch.unique(y, return_inverse=True)  # (N,) in 0..C-1
         n_classes = int(labels.max()) + 1 if n else 1
         work = torch.float64 if T.dtype == torch.float64 else torch.float32
+        # N samples make at most N equal-mass bins: with more, the edges at ranks
+        # floor(k N / bins) repeat and the extra bins stay empty, the same cells as N bins (so
+        # the same estimates) but log2(bins) would overstate the ceiling (bins=400 on 360
+        # samples: 8.64 > H_max 8.49) and the tables grow as bins^2 for nothing
+        bins = min(bins, max(n, 1))
         # X's codes are the same for every layer and evaluation: computed once per input tensor
         code_X, base_X = input_side(
             X_in,
@@ -300,7 +328,7 @@ def sliced(
         "I_XT_se": float(I_XT.std()) / root_m if slices > 1 else math.nan,
         "I_TY_se": float(I_TY.std()) / root_m if slices > 1 else math.nan,
         **diagnostics(I_XT_mean, counts),
-        "I_XT_max": math.log2(bins),
+        "I_XT_max": math.log2(bins),  # the bins in effect: min(bins, N)
     }
     out["saturated"] = bool(I_XT_mean >= 0.99 * out["I_XT_max"])
     return out

@@ -1,7 +1,7 @@
 """Merging a sweep: every launched job's rows and status in two tables at the sweep root.
 
-At the end of a multirun (see :mod:`infoflow.callbacks`), or by hand with
-``python -m infoflow.results merge SWEEP_DIR``, :func:`merge_sweep` writes:
+At the end of a multirun (see :mod:`infoflow.sweep.callbacks`), or by hand with
+``python -m infoflow.sweep.merge SWEEP_DIR``, :func:`merge_sweep` writes:
 
 ``results.parquet``
     every job's rows, plus a ``status`` column (the job's status);
@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from infoflow import io
-from infoflow.estimators.saturation import saturation_warning
+from infoflow.estimators.saturation import saturation_summary
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def merge_sweep(
         log.warning("no readable %s under %s: no %s written", io.JOB_TABLE, root, io.SWEEP_TABLE)
     result = MergeResult(merged, jobs)
     if summary:  # the saturation note first: the jobs that did not complete are said last
-        if merged is not None and (note := saturation_warning(merged)):
+        if merged is not None and (note := saturation_summary(merged)):
             log.warning("sweep %s: %s", root, note)
         log_summary(result, root)
     return result
@@ -272,22 +272,20 @@ def log_summary(result: MergeResult, root: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# command line: python -m infoflow.results merge DIR [DIR ...]
+# command line: python -m infoflow.sweep.merge DIR [DIR ...]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m infoflow.results merge DIR...``: merge sweeps by hand, print the summary.
+    """``python -m infoflow.sweep.merge DIR...``: merge sweeps by hand, print the summary.
 
     Exit status: 0 when every job completed, 1 when some job failed or is incomplete (or a
     table is unreadable), 2 when a directory holds no job.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m infoflow.results",
+        prog="python -m infoflow.sweep.merge",
         description="Merge a sweep's job tables into results.parquet and jobs.parquet.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    merge = sub.add_parser("merge", help="merge one or more sweep directories")
-    merge.add_argument("dirs", nargs="+", type=Path, help="sweep directories")
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep directories")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     code = 0

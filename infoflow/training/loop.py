@@ -1,16 +1,17 @@
 """The training loop: train on whole tensors, evaluate at scheduled points, estimate per-layer MI.
 
-One path for one seed and for many: :func:`run_stack` trains S seeds of one configuration as
-one stacked model (one Python step, one backward and one optimizer step for all of them,
-:func:`train_batches`) and :func:`run` is a stack of one. It reads top-down: resolve the
+One path for one seed and for many: :func:`train_stack` trains a *stack*, S seeds of one
+configuration, as one stacked model (one Python step, one backward and one optimizer step for
+all of them, :func:`train_batches`); one seed is a stack of one. It reads top-down: resolve the
 evaluation schedule (``trainer.eval``, step 0 first), pick up each seed's checkpoint when
 resuming, then walk the points. At each point the nets' states come either from training in
 this process or from the training cache (another job with the same training key trained them);
 for each seed the probe samples (``probe.samples``, by default the evaluation split) go
 through its net once without autograd and each probed layer goes to its estimator. A seed's
-rows go to its recorder as soon as they exist (:class:`infoflow.job.Job` writes table,
-checkpoint and status). A seed that fails (a diverged loss, its estimator, its files) leaves
-the stack; the others go on.
+rows go to its recorder as soon as they exist (a job's recorder writes table, checkpoint and
+status). What a seed needs of its job (recorder, training cache, shared evaluation passes) it
+receives as objects: this module imports nothing of the sweep machinery. A seed that fails (a
+diverged loss, its estimator, its files) leaves the stack; the others go on.
 
 Training stays on the data's device: an epoch shuffles an index tensor per seed and slices
 batches; the loss and accuracy sums stay on the device and are read once per evaluation point
@@ -27,17 +28,19 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infoflow.data import Dataset, batches
 from infoflow.errors import UserError
-from infoflow.schedule import EvalPoint, eval_points, steps_per_epoch
-from infoflow.sharing import SharedEstimates
-from infoflow.store import TrainCache
+from infoflow.training.data import Dataset, batches
+from infoflow.training.schedule import EvalPoint, eval_points, steps_per_epoch
+
+if TYPE_CHECKING:  # the objects a job hands in; never imported at run time (layers)
+    from infoflow.sweep.cache import TrainCache
+    from infoflow.sweep.sharing import SharedEstimates
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ class TrainingDiverged(UserError, RuntimeError):
     """The training loss became NaN or infinite; the job stops and keeps its finished rows."""
 
 
+#: one seed's figures since the last point, or the TrainingDiverged that ended it
+SeedStats = dict[str, float] | TrainingDiverged
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     epochs: int = 5
@@ -57,7 +64,7 @@ class TrainerConfig:
 
 
 class Recorder:
-    """Where a run's rows go. This one keeps them in memory; :class:`infoflow.job.Job` also
+    """Where a run's rows go. This one keeps them in memory; :class:`infoflow.sweep.job.Job` also
     writes them to the job's table, checkpoint and status after every evaluation."""
 
     def __init__(self) -> None:
@@ -102,7 +109,7 @@ class Member:
     cache
         The training cache of its training key, or None to train in this process.
     shared
-        Rows shared with the other jobs of its training key (:mod:`infoflow.sharing`).
+        Rows shared with the other jobs of its training key (:mod:`infoflow.sweep.sharing`).
     """
 
     model: nn.Module
@@ -115,40 +122,7 @@ class Member:
     finished: bool = field(default=False, init=False)  # its recorder finished
 
 
-def run(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: Dataset,
-    estimator: Estimator,
-    trainer: TrainerConfig,
-    seed: int,
-    *,
-    probe_output: bool = False,
-    eval_batch_size: int = 4096,
-    recorder: Recorder | None = None,
-    resume: bool = False,
-    cache: TrainCache | None = None,
-    shared: SharedEstimates | None = None,
-    probe_samples: str = "eval",
-) -> list[dict]:
-    """One net: :func:`run_stack` with a stack of one. Returns every row of the job; raises
-    what stopped it (``TrainingDiverged`` if the loss becomes NaN/inf; the rows measured before
-    are with the recorder)."""
-    member = Member(model, seed, estimator, recorder or Recorder(), cache, shared)
-    run_stack(
-        [member],
-        optimizer,
-        data,
-        trainer,
-        probe_output=probe_output,
-        eval_batch_size=eval_batch_size,
-        resume=resume,
-        probe_samples=probe_samples,
-    )
-    return member.recorder.rows
-
-
-def run_stack(
+def train_stack(
     members: Sequence[Member],
     optimizer: torch.optim.Optimizer,
     data: Dataset,
@@ -160,8 +134,7 @@ def run_stack(
     probe_samples: str = "eval",
     on_error: Callable[[Member, Exception], None] | None = None,
 ) -> None:
-    """Train the members' nets as one stacked model; evaluate each at every point of
-    ``trainer.eval``.
+    """Train the members' nets as one stack; evaluate each at every point of ``trainer.eval``.
 
     The members differ only in their seed: same architecture, data, optimizer settings and
     schedule. Each seed draws its own batch order and its numbers do not depend on its
@@ -191,18 +164,16 @@ def run_stack(
     parts: dict[tuple[int, bool], list[int]] = {}
     for i, (m, (_, start, state)) in enumerate(zip(members, starts)):
         parts.setdefault((start, state is not None and m.cache is None), []).append(i)
+    probe = PointSettings(eval_batch_size, probe_output, probe_samples)
     for part in parts.values():
         models = [members[i].model for i in part]
         opt = optimizer if len(parts) == 1 else optimizer_over(optimizer, models)
-        run_part(
+        stack = Stack(
+            StackTrainer(models, opt, data, trainer.batch_size, [members[i].seed for i in part]),
             [members[i] for i in part],
-            [starts[i] for i in part],
-            opt,
-            data,
-            trainer,
-            PointSettings(eval_batch_size, probe_output, probe_samples),
             on_error,
         )
+        stack.train([starts[i] for i in part], trainer, probe)
 
 
 @dataclass(frozen=True)
@@ -212,106 +183,119 @@ class PointSettings:
     probe_samples: str = "eval"
 
 
-def run_part(
-    members: list[Member],
-    starts: list[tuple[list[dict], int, Mapping | None]],
-    optimizer: torch.optim.Optimizer,
-    data: Dataset,
-    trainer: TrainerConfig,
-    probe: PointSettings,
-    on_error: Callable[[Member, Exception], None] | None,
-) -> None:
-    """Members that start from the same point: one stack, walked through the schedule."""
-    learner = StackTrainer(
-        [m.model for m in members], optimizer, data, trainer.batch_size, [m.seed for m in members]
-    )
-    learner.tags = list(members)
-    points = eval_points(trainer.eval, trainer.epochs, learner.per_epoch)
-    estimates = {
-        id(m): PointEstimate(
-            m.model,
-            data,
-            m.estimator,
-            probe.eval_batch_size,
-            probe.probe_output,
-            m.shared,
-            probe.probe_samples,
-        )
-        for m in members
-    }
+Start = tuple[list[dict], int, Mapping | None]  # (rows, evaluations done, training state)
 
-    def fail(m: Member, err: Exception) -> None:
-        if on_error is None:
+
+@dataclass(eq=False)
+class Stack:
+    """The seeds training together from one point: their trainer and their members, dropped
+    together when a seed stops."""
+
+    learner: StackTrainer
+    members: list[Member]
+    on_error: Callable[[Member, Exception], None] | None = None
+
+    def fail(self, m: Member, err: Exception) -> None:
+        if self.on_error is None:
             raise err
         m.error = err
-        on_error(m, err)
+        self.on_error(m, err)
 
-    start = starts[0][1]
-    cached = members[0].cache is not None
-    if starts[0][0]:
-        log.info("resuming after evaluation %d/%d (%s)", start, len(points), _who(learner))
-    stopped = []
-    for k, (m, (rows, _, state)) in enumerate(zip(members, starts)):
-        try:
-            if state is not None and not cached:
-                learner.load_state_dict(state, k)
-            m.recorder.begin(rows, start, len(points))
-        except Exception as err:  # its checkpoint or its files: this seed alone
-            stopped.append(k)
-            fail(m, err)
-    learner.drop(stopped)
-    has_state = starts[0][2] is not None
-    if cached:
-        source = cached_points(learner, points, start)
-    elif not has_state and start > 0:  # no training state: retrain, skip the points done
-        source = ((p, s) for p, s in train_points(learner, points) if p.index >= start)
-    else:
-        source = train_points(learner, points)
+    def drop(self, positions: Sequence[int]) -> None:
+        self.learner.drop(positions)
+        gone = set(positions)
+        self.members = [m for k, m in enumerate(self.members) if k not in gone]
 
-    t0 = time.perf_counter()
-    with closing(source):  # a failing job lets go of the cache's locks at once
+    def who(self) -> str:
+        seeds = [m.seed for m in self.members]
+        return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+
+    def train(self, starts: list[Start], trainer: TrainerConfig, probe: PointSettings) -> None:
+        """Walk the schedule from the members' common start: begin, every point, finish."""
+        points = eval_points(trainer.eval, trainer.epochs, self.learner.per_epoch)
+        data = self.learner.data
+        estimates = {
+            id(m): PointEstimate(
+                m.model, data, m.estimator, probe.eval_batch_size, probe.probe_output,
+                m.shared, probe.probe_samples,
+            )
+            for m in self.members
+        }  # fmt: skip
+        rows, start, state = starts[0]
+        cached = self.members[0].cache is not None
+        if rows:
+            log.info("resuming after evaluation %d/%d (%s)", start, len(points), self.who())
+        self.begin(starts, len(points), restore=not cached)
+        if cached:
+            source = cached_points(self, points, start)
+        elif state is None and start > 0:  # no training state: retrain, skip the points done
+            source = ((p, s) for p, s in train_points(self.learner, points) if p.index >= start)
+        else:
+            source = train_points(self.learner, points)
+        with closing(source):  # a failing job lets go of the cache's locks at once
+            self.record_points(source, points, estimates, keep_state=not cached)
+        self.finish()
+
+    def begin(self, starts: list[Start], total: int, restore: bool) -> None:
+        """Each member's recorder begins (with its resumed rows, its training state loaded)."""
+        stopped = []
+        for k, (m, (rows, start, state)) in enumerate(zip(self.members, starts)):
+            try:
+                if state is not None and restore:
+                    self.learner.load_state_dict(state, k)
+                m.recorder.begin(rows, start, total)
+            except Exception as err:  # its checkpoint or its files: this seed alone
+                stopped.append(k)
+                self.fail(m, err)
+        self.drop(stopped)
+
+    def record_points(
+        self,
+        source: Iterator[tuple[EvalPoint, list[SeedStats]]],
+        points: list[EvalPoint],
+        estimates: Mapping[int, PointEstimate],
+        keep_state: bool,
+    ) -> None:
+        """Estimate and record every point the source yields, per seed; a seed that fails
+        leaves the stack."""
+        t0 = time.perf_counter()
         for point, stats in source:
             t1 = time.perf_counter()
             stopped, lines = [], []
-            for k, (m, s) in enumerate(zip(learner.tags, stats)):
+            for k, (m, s) in enumerate(zip(self.members, stats)):
                 try:
                     if isinstance(s, Exception):
                         raise s
                     new, note = estimates[id(m)](point, s)
-                    state = None if cached else learner.state_dict(k)
+                    state = self.learner.state_dict(k) if keep_state else None
                     m.recorder.record(new, point.index + 1, state)
                     lines.append((m, new, note))
                 except Exception as err:
                     stopped.append(k)
-                    fail(m, err)
+                    self.fail(m, err)
             t2 = time.perf_counter()
             for m, new, note in lines:
                 who = f"seed {m.seed}: " if len(stats) > 1 else ""
                 log_point(point, points, new, t1 - t0, (t2 - t1) / len(stats), note, who, m.seed)
-            learner.drop(stopped)
+            self.drop(stopped)
             t0 = time.perf_counter()
-    for m in learner.tags:
-        try:
-            m.recorder.finish()
-            m.finished = True
-        except Exception as err:
-            fail(m, err)
 
-
-def _who(learner: StackTrainer) -> str:
-    seeds = learner.seeds
-    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+    def finish(self) -> None:
+        for m in self.members:
+            try:
+                m.recorder.finish()
+                m.finished = True
+            except Exception as err:
+                self.fail(m, err)
 
 
 # ---------------------------------------------------------------------------------------------
 # where a point's nets come from: training here, or the cache
 
-Stats = list  # per seed of the stack: its training figures, or the TrainingDiverged that ended it
-
 
 def train_points(
     learner: StackTrainer, points: list[EvalPoint]
-) -> Iterator[tuple[EvalPoint, Stats]]:
+) -> Iterator[tuple[EvalPoint, list[SeedStats]]]:
     """Train from the trainer's current step through the schedule, yielding each point reached.
 
     Point 0 is yielded (untrained, NaN training figures) when the trainer is at step 0; a
@@ -325,9 +309,9 @@ def train_points(
 
 
 def cached_points(
-    learner: StackTrainer, points: list[EvalPoint], start: int
-) -> Iterator[tuple[EvalPoint, Stats]]:
-    """Points ``start..`` from the seeds' caches (``learner.tags[k].cache``), training the
+    stack: Stack, points: list[EvalPoint], start: int
+) -> Iterator[tuple[EvalPoint, list[SeedStats]]]:
+    """Points ``start..`` from the seeds' training caches (each member's ``cache``), training the
     missing ones in this job if no other is.
 
     Stored points are loaded into the models. When a point is missing for a seed, the job that
@@ -335,9 +319,10 @@ def cached_points(
     (or from the untrained nets when those are not at one point), storing every point of every
     seed; otherwise it polls for the points and takes over if the trainer dies.
     """
+    learner = stack.learner
     i = start
-    while i < len(points) and learner.models:
-        caches = [m.cache for m in learner.tags]
+    while i < len(points) and stack.members:
+        caches = [m.cache for m in stack.members]
         hits = [c.load_point(i) for c in caches]
         if all(h is not None for h in hits):
             for model, hit in zip(learner.models, hits):
@@ -350,9 +335,9 @@ def cached_points(
             if busy is None:
                 if all(c.load_point(i) is not None for c in caches):
                     continue  # stored by a trainer that just let go
-                restore_from_cache(learner, caches, i)
+                restore_from_cache(stack, caches, i)
                 for point, stats in train_points(learner, points):
-                    for k, (m, s) in enumerate(zip(learner.tags, stats)):
+                    for k, (m, s) in enumerate(zip(stack.members, stats)):
                         if not isinstance(s, Exception):
                             m.cache.save_point(
                                 point.index, m.model.state_dict(), s, learner.state_dict(k)
@@ -364,16 +349,17 @@ def cached_points(
         busy.wait(i)
 
 
-def restore_from_cache(learner: StackTrainer, caches: list[TrainCache], i: int) -> None:
+def restore_from_cache(stack: Stack, caches: list[TrainCache], i: int) -> None:
     """Put the stack at the seeds' latest stored full states before point ``i``, or at the
     untrained nets when they are not all at one such point."""
+    learner = stack.learner
     saved = [c.load_state() for c in caches]
     at = {s["index"] if s is not None and s["index"] < i else None for s in saved}
     usable = len(at) == 1 and None not in at
     for k, s in enumerate(saved):
         learner.load_state_dict(s["train"] if usable else learner.initial[k], k)
     log.info(
-        "training %s (%s) from point %d", caches[0].dir, _who(learner), at.pop() if usable else 0
+        "training %s (%s) from point %d", caches[0].dir, stack.who(), at.pop() if usable else 0
     )
 
 
@@ -410,8 +396,8 @@ def train_batches(
     all seeds in one Python step: one backward through the sum of their losses (the gradient
     of each seed's loss is exactly 1) and one optimizer step over every seed's parameters (per
     parameter: each seed's step is its own). So a seed's numbers are bit for bit those of a
-    stack of one. (A batched matmul over a leading seed axis was measured not to be: see the
-    README, "Seeds trained together".)
+    stack of one. (A batched matmul over a leading seed axis was measured not to be: see
+    docs/seeds.md.)
     """
     for model in models:
         model.train()
@@ -427,6 +413,42 @@ def train_batches(
             [(lk.detach().argmax(1) == yk).sum() for lk, yk in zip(logits, y)]
         )
         sums.seen += idx.shape[1]
+
+
+#: batches trained between two looks at the clock, and the seconds between progress lines:
+#: a stretch of training between two evaluations that takes longer says how far it is
+PROGRESS_BATCHES = 32
+PROGRESS_S = 10.0
+
+
+class Progress:
+    """Logs how far a long stretch of training is, at most every :data:`PROGRESS_S` seconds:
+    one clock read per chunk of :data:`PROGRESS_BATCHES` batches, nothing on the hot path."""
+
+    def __init__(self, learner: StackTrainer, target: int) -> None:
+        self.learner, self.begin, self.target = learner, learner.step, target
+        self.t0 = self.last = time.perf_counter()
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_S or self.learner.step >= self.target:
+            return
+        self.last = now
+        done, todo = self.learner.step - self.begin, self.target - self.begin
+        per_epoch = self.learner.per_epoch
+        epoch = -(-self.learner.step // per_epoch)  # the epoch the last step belongs to
+        log.info(
+            "training: step %d/%d to the next evaluation (%.0f%%; epoch %d, %d/%d of its steps), "
+            "%.0f s so far, about %.0f s to go",
+            done,
+            todo,
+            100 * done / todo,
+            epoch,
+            self.learner.step - (epoch - 1) * per_epoch,
+            per_epoch,
+            now - self.t0,
+            (now - self.t0) * (todo - done) / max(done, 1),
+        )
 
 
 class StackTrainer:
@@ -453,7 +475,6 @@ class StackTrainer:
         self.optimizer, self.data, self.batch_size = optimizer, data, batch_size
         self.device = data.x_train.device
         self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in self.seeds]
-        self.tags: list[Any] = list(range(len(self.models)))  # what each seed stands for
         self.n = len(data.y_train)
         self.per_epoch = steps_per_epoch(self.n, batch_size)
         self.step = 0
@@ -461,24 +482,27 @@ class StackTrainer:
         self.epoch_batches: list[torch.Tensor] = []  # [(S, B)] slices of the order
         self.initial = [copy.deepcopy(self.state_dict(k)) for k in range(len(self.models))]
 
-    def advance(self, step: int) -> Stats:
+    def advance(self, step: int) -> list[SeedStats]:
         """Train until ``step`` optimizer steps are done; per seed, the mean loss and accuracy
         of the samples seen since the last call (NaN if none), or the ``TrainingDiverged`` of
         a seed whose loss over them is NaN or infinite."""
         sums = TrainSums.zeros(self.device, len(self.models))
         begin = self.step
+        progress = Progress(self, step)
         while self.step < step:
             pos = self.step % self.per_epoch
             if pos == 0:
                 self.new_epoch()
-            stop = min(self.per_epoch, pos + step - self.step)
+            # in chunks of batches, so that a long stretch says how far it is between them
+            stop = min(self.per_epoch, pos + step - self.step, pos + PROGRESS_BATCHES)
             train_batches(
                 self.models, self.optimizer, self.data, self.epoch_batches[pos:stop], sums
             )
             self.step += stop - pos
+            progress.tick()
         if sums.seen == 0:
             return [dict(NO_TRAINING) for _ in self.models]
-        stats: Stats = []
+        stats: list[SeedStats] = []
         for loss, correct in zip(sums.loss.tolist(), sums.correct.tolist()):  # one host sync
             train_loss = loss / sums.seen
             if math.isfinite(train_loss):
@@ -510,7 +534,7 @@ class StackTrainer:
         if not positions:
             return
         keep = [k for k in range(len(self.models)) if k not in set(positions)]
-        for name in ("models", "seeds", "generators", "tags", "initial"):
+        for name in ("models", "seeds", "generators", "initial"):
             setattr(self, name, [getattr(self, name)[k] for k in keep])
         self.optimizer = optimizer_over(self.optimizer, self.models)
         self.set_order(None if self.order is None or not keep else self.order[keep])
@@ -541,39 +565,6 @@ class StackTrainer:
         if self.order is None:
             self.set_order(order.new_empty(len(self.models), len(order)).to(self.device))
         self.order[k] = order.to(self.device)  # the slices are views: they follow
-
-
-class Trainer(StackTrainer):
-    """A stack of one, for code that trains one net: ``model``, ``generator``, ``train_to``
-    returning the figures and raising ``TrainingDiverged``."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        data: Dataset,
-        batch_size: int,
-        seed: int,
-    ) -> None:
-        super().__init__([model], optimizer, data, batch_size, [seed])
-
-    @property
-    def model(self) -> nn.Module:
-        return self.models[0]
-
-    @property
-    def generator(self) -> torch.Generator:
-        return self.generators[0]
-
-    @generator.setter
-    def generator(self, value: torch.Generator) -> None:
-        self.generators[0] = value
-
-    def train_to(self, step: int) -> dict[str, float]:
-        (stats,) = self.advance(step)
-        if isinstance(stats, Exception):
-            raise stats
-        return stats
 
 
 def optimizer_over(
@@ -623,7 +614,7 @@ def load_seed_optimizer_state(
 
 # Most values (floats) the widest probe of one evaluation batch may hold on the CPU: 16 MB of
 # float32, about what a last-level cache holds, so that a wide conv's activation maps do not go
-# through memory at every op (the CNN's pass is about twice as fast; README, Speed). Nets up to
+# through memory at every op (the CNN's pass is about twice as fast; docs/speed.md). Nets up to
 # 1,024 units wide keep the configured 4096 rows (the MLPs' numbers do not depend on it).
 EVAL_BLOCK_FLOATS = 2**22
 
@@ -661,9 +652,9 @@ def evaluate(
     probe of a batch holds at most ``EVAL_BLOCK_FLOATS`` values (see :func:`eval_batch_rows`).
 
     ``out``: the layers returned by an earlier call, to be overwritten when their shapes match
-    (``run`` passes them at every point): a fresh buffer's pages are faulted in by the kernel
-    at first write, which for the CNN's 750 MB of probes on Fashion-MNIST is a large part of
-    the pass.
+    (:class:`PointEstimate` passes them at every point): a fresh buffer's pages are faulted in
+    by the kernel at first write, which for the CNN's 750 MB of probes on Fashion-MNIST is a
+    large part of the pass.
     """
     model.eval()
     loss_sum, correct = 0.0, 0
@@ -788,7 +779,7 @@ def log_point(
 ) -> None:
     """One line per evaluation point (per seed of a stack: ``who``); ``note`` says when rows
     came from or went to other jobs. The record carries ``seed``: a stack's jobs each log
-    their own seed's lines to their own file (``infoflow.__main__.stack_logs``)."""
+    their own seed's lines to their own file (``infoflow.sweep.runner.job_logs``)."""
     stats = measured[0]
     log.info(
         "%seval %d/%d epoch %s step %d  train_loss %.4f  train_acc %.3f  eval_acc %.3f  "

@@ -1,14 +1,4 @@
-"""A job: its identities, its directory, and the one route by which it ends.
-
-The config has three parts (``conf/config.yaml``):
-
-- what is trained: ``model``, ``data``, ``optimizer``, ``trainer``, ``seed``
-  (:data:`TRAINING_KEYS`); with the device type, the data's content fingerprint and the code
-  version they make the *training key*: jobs with equal keys see bit-identical networks, so
-  the training cache trains them once;
-- what is measured on those networks: ``estimator`` and ``probe``, the job's *estimate spec*;
-- how it runs: the ``runtime`` node (device, threads, resume, cache), left out of the tables
-  and of every key as a whole.
+"""A job's directory and the one route by which it ends.
 
 :class:`Job` owns a job's directory (``status.json``, ``mi.parquet``, ``checkpoint.pt``, see
 :mod:`infoflow.io`). ``with job.running():`` is the only place a job's failure is handled:
@@ -32,21 +22,15 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from infoflow import io
 from infoflow.errors import UserError
 from infoflow.estimators.saturation import saturation_warning
-from infoflow.schedule import canonical
-from infoflow.train import Recorder
+from infoflow.training.loop import Recorder
 
 log = logging.getLogger("infoflow")
 
-TRAINING_KEYS = ("model", "data", "optimizer", "trainer", "seed")
-ESTIMATE_KEYS = ("estimator", "probe")
-RUNTIME = "runtime"
-GROUPS = ("model", "data", "optimizer", "estimator")
 UNIQUE_RESOLVER = "infoflow.unique"
 #: job dir -> why it failed, for jobs of this process whose directory could not hold a status
 UNRECORDED: dict[str, str] = {}
@@ -70,117 +54,9 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver(UNIQUE_RESOLVER, unique_suffix, use_cache=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# identities
-
-
-def result_config(cfg: DictConfig | Mapping) -> dict[str, Any]:
-    """The config as plain data without ``runtime`` and ``hydra``; ``trainer.eval`` in its
-    canonical string form."""
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    c = {k: v for k, v in c.items() if k not in (RUNTIME, "hydra")}
-    if isinstance(c.get("trainer"), dict):
-        c["trainer"] = {**c["trainer"], "eval": canonical(c["trainer"].get("eval", "epoch"))}
-    return c
-
-
-def job_config_hash(cfg: DictConfig | Mapping) -> str:
-    """Identifies a job's results: resume and skip only trust files with the same hash."""
-    return io.config_hash(result_config(cfg))
-
-
-def training_config(cfg: DictConfig | Mapping) -> dict[str, Any]:
-    """The training part of the config (:data:`TRAINING_KEYS`) and ``runtime.device``: jobs
-    with equal ones train the same networks (the sweep's plan groups them by it)."""
-    c = result_config(cfg)
-    device = OmegaConf.select(cfg, "runtime.device") if isinstance(cfg, DictConfig) else None
-    return {**{k: c.get(k) for k in TRAINING_KEYS}, "device": device}
-
-
-def training_key(
-    cfg: DictConfig | Mapping, device: torch.device, data_fingerprint: str
-) -> dict[str, Any]:
-    """Everything that determines the trained states: what the training cache is keyed by.
-
-    The training part of the config, the device type (a net trained on CUDA has other numbers
-    than on the CPU), the content of the data set (not its path: files rewritten under the same
-    ``data.root`` are other data) and the code version.
-    """
-    c = result_config(cfg)
-    key = {k: c.get(k) for k in TRAINING_KEYS}
-    key.update(device=device.type, data_fingerprint=data_fingerprint, code=io.code_version())
-    return key
-
-
-def estimate_spec(cfg: DictConfig | Mapping) -> dict[str, Any]:
-    """What a job measures on the networks of its training key: ``estimator`` and ``probe``."""
-    c = result_config(cfg)
-    return {k: c.get(k) for k in ESTIMATE_KEYS}
-
-
-def job_meta(
-    cfg: DictConfig, run_id: str, choices: Mapping[str, Any], device: str, data_source: str
-) -> dict:
-    """The columns every row of a job carries: run id, group choices, config leaves, the
-    device type it ran on and where its data set was read from."""
-    meta: dict[str, Any] = {"run_id": run_id}
-    meta.update({g: choices.get(g) for g in GROUPS})
-    meta.update(io.flatten_config(result_config(cfg)))
-    meta.update(device=device, data_source=data_source)
-    return meta
-
-
 def new_run_id() -> str:
     """Unique per job across sweeps: time stamp and 40 random bits."""
     return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:10]}"
-
-
-def cache_dir(runtime: Mapping, sweep_dir: str | None, cwd: str | None = None) -> Path | None:
-    """The training cache's root, or None when the cache is off.
-
-    ``sweep_dir`` is the multirun's sweep directory (None in a single run, which has no cache
-    unless ``runtime.cache.dir`` names one); a relative ``runtime.cache.dir`` is taken from
-    ``cwd`` (the directory the command was started in).
-    """
-    cache = runtime.get("cache") or {}
-    if not cache.get("enabled", True):
-        return None
-    where = cache.get("dir")
-    if where is not None:
-        return Path(cwd or os.getcwd()) / os.path.expanduser(where)
-    return None if sweep_dir is None else Path(sweep_dir).absolute() / ".train_cache"
-
-
-def cores() -> int:
-    """CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1  # pragma: no cover
-
-
-def resolve_threads(setting: Any, launcher: Any = None) -> int:
-    """Torch threads for this job, so that parallel jobs do not oversubscribe the cores.
-
-    ``setting`` (``runtime.threads``) if an int; for ``auto``: ``OMP_NUM_THREADS`` if set,
-    else submitit's ``cpus_per_task``, else ``max(1, cores // n_jobs)`` of joblib (a negative
-    ``n_jobs`` counts from the core count), else every core. ``launcher`` is
-    ``hydra.launcher``.
-    """
-    if setting != "auto":
-        return int(setting)
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) >= 1:
-        return int(env)
-    n = cores()
-    launcher = launcher if hasattr(launcher, "get") else {}
-    cpus = launcher.get("cpus_per_task")
-    if isinstance(cpus, int) and cpus >= 1:
-        return min(cpus, n)
-    n_jobs = launcher.get("n_jobs")
-    if isinstance(n_jobs, int) and n_jobs != 0:
-        parallel = n_jobs if n_jobs > 0 else max(1, n + 1 + n_jobs)
-        return max(1, n // min(parallel, n))
-    return n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +105,7 @@ class Job(Recorder):
     path
         Hydra's output dir of the job.
     config_hash
-        :func:`job_config_hash` of its config (None when the config cannot be read).
+        :func:`infoflow.spec.config_hash` of its config (None when the config cannot be read).
     multirun
         In a sweep a failed job ends quietly (the others go on, the sweep's summary names it
         and the sweep exits 1); a single run exits with its message.
@@ -422,7 +298,8 @@ class Job(Recorder):
         self._write_checkpoint(rows=self.rows)
         self.write_status("completed")
         if note := saturation_warning(pd.DataFrame(self.rows)):
-            log.warning("%s", note, extra={"seed": self.seed})
+            # in a sweep, to the job's log only: the sweep says it once, short, at its end
+            log.warning("%s", note, extra={"seed": self.seed, "detail": self.multirun})
 
     # -- files --------------------------------------------------------------------------------
 

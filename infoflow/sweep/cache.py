@@ -1,14 +1,16 @@
 """The training cache: training states at the evaluation points of one training key, shared
-by the jobs of a sweep that see the same networks (see :func:`infoflow.job.training_key`).
+by the jobs of a sweep that see the same networks (see :meth:`infoflow.spec.JobSpec.training_key`).
 
 One folder per training key under ``runtime.cache.dir``:
 
     ``key.json``          the training key (for people; the folder name is its hash)
     ``point_XXXX.pt``     the model's state and training figures at evaluation point XXXX
     ``state.pt``          the full training state at the latest point (to continue training)
-    ``lock``              held (``fcntl.flock``) by the one job that trains; it holds that
-                          job's host and pid. The others read the points as they appear and
-                          take over if the trainer dies (the lock goes with its process).
+    ``lock``              held (``filelock.FileLock``: ``flock`` on POSIX, ``msvcrt.locking``
+                          on Windows) by the one job that trains. The others read the points
+                          as they appear and take over if the trainer dies (the operating
+                          system lets go of the lock with its process).
+    ``holder``            the trainer's host and pid while it holds the lock
 
 A job waiting for points logs who it waits for, and gives up with :class:`CacheTimeout` when
 no new point appears for ``runtime.cache.wait_s`` seconds (a trainer stopped with SIGSTOP, or
@@ -26,13 +28,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from infoflow import io
 from infoflow.errors import UserError
-
-try:  # POSIX; elsewhere jobs with the same key may both train (same numbers, first rename wins)
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ class TrainCache:
     root : path
         ``runtime.cache.dir``; the key's folder is ``root / hash(key)[:20]``.
     key : mapping
-        Everything that determines training (:func:`infoflow.job.training_key`).
+        Everything that determines training (:meth:`infoflow.spec.JobSpec.training_key`).
     wait_s : float
         How long a job waits for another job's next point before it gives up.
     poll_s : float
@@ -94,23 +93,27 @@ class TrainCache:
 
     @contextlib.contextmanager
     def try_lock(self) -> Iterator[bool]:
-        """Try to become the job that trains this key; yields whether it did (never blocks)."""
-        if fcntl is None:  # pragma: no cover
-            yield True
+        """Try to become the job that trains this key; yields whether it did (never blocks).
+
+        The holder writes its host and pid to ``holder`` (see :meth:`holder`) and removes it
+        before letting go; not into the lock file, which filelock 3 truncates at every try and
+        removes at release on Windows. A new lock object per try: filelock 4 refuses one
+        inherited through ``fork``, and a sweep's jobs may run in forked workers.
+        """
+        lock = FileLock(self.dir / "lock")
+        try:
+            lock.acquire(timeout=0)  # one try (timeout=0 means so in every filelock version)
+        except Timeout:
+            yield False
             return
-        with open(self.dir / "lock", "a+") as fh:
+        try:
+            (self.dir / "holder").write_text(f"{socket.gethostname()} pid {os.getpid()}\n")
+            yield True
+        finally:
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                fh.truncate(0)
-                fh.write(f"{socket.gethostname()} pid {os.getpid()}\n")
-                fh.flush()
-                yield True
+                (self.dir / "holder").unlink(missing_ok=True)
             finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                lock.release()
 
     def wait(self, index: int) -> None:
         """Wait a moment for point ``index``, which another job is training.
@@ -133,9 +136,10 @@ class TrainCache:
         time.sleep(self.poll_s)
 
     def holder(self) -> str:
-        """Who holds the training lock, as it wrote itself in the lock file."""
+        """Who holds the training lock, as it wrote itself in ``holder`` ("another process"
+        while it has not yet written it)."""
         try:
-            text = (self.dir / "lock").read_text().strip()
+            text = (self.dir / "holder").read_text().strip()
         except OSError:
             text = ""
         return f"'{text}'" if text else "another process"

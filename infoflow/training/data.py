@@ -134,7 +134,7 @@ def check_split(test_size: float, split_seed: int) -> None:
 
 def _approximate_mode(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
     """Per-class draws closest to ``counts / counts.sum() * n_draws``, ties broken by ``rng``
-    (scikit-learn's ``_approximate_mode``, step for step)."""
+    (scikit-learn's private ``sklearn.utils.extmath._approximate_mode``, step for step)."""
     continuous = counts / counts.sum() * n_draws
     floored = np.floor(continuous)
     need = int(n_draws - floored.sum())
@@ -154,8 +154,14 @@ def split_indices(
     n: int, test_size: float, seed: int, stratify: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices of ``sklearn.model_selection.train_test_split(..., test_size,
-    random_state=seed, stratify=stratify)``, drawn the same way without importing
-    scikit-learn (about 2 s of every job's start); ``tests/test_data.py`` checks both agree.
+    random_state=seed, stratify=stratify)``, drawn the same way without importing scikit-learn.
+
+    Not a call to scikit-learn, for two reasons. Importing ``sklearn.model_selection`` (it
+    pulls in SciPy) would add to the start of every job process many times what reading and
+    splitting the digits takes; the split itself is a few NumPy calls. And a copy keeps the
+    split, hence the data fingerprint, the training cache keys and every table, independent
+    of the installed scikit-learn version: ``tests/test_data.py`` compares the two, so a
+    scikit-learn that draws differently fails a test instead of silently changing results.
 
     Raises
     ------
@@ -189,9 +195,9 @@ def split_indices(
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 8x8 digits as (images (1797, 8, 8) float64 in 0..16, labels).
 
-    Read from the CSV file that ships inside scikit-learn, found without importing it (its
-    import costs about 2 s); ``sklearn.datasets.load_digits`` if the file is not where it
-    used to be.
+    Read from the CSV file that ships inside scikit-learn, found without importing it (see
+    :func:`split_indices` for why); ``sklearn.datasets.load_digits`` if the file is not where
+    it used to be.
     """
     spec = importlib.util.find_spec("sklearn")
     csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec else None

@@ -1,9 +1,9 @@
 """One evaluation pass for every job of a sweep that sees the same networks.
 
-Jobs with the same training key (:func:`infoflow.job.training_key`) train once through the
+Jobs with the same training key (:func:`infoflow.sweep.job.training_key`) train once through the
 training cache, so they see bit-identical networks at every evaluation point; what differs is
 what they measure on them, their *estimate spec* (``estimator``, ``probe``). Before any job
-runs, infoflow's launcher (:mod:`infoflow.launcher`), which composes every job's config anyway,
+runs, infoflow's launcher (:mod:`infoflow.sweep.launcher`), which makes every job's spec anyway,
 writes per training config shared by several specs the list of those specs (:func:`plan_sweep`)::
 
     <cache root>/plans/<training config hash>.json              {"specs": [spec, ...]}
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from infoflow import io
-from infoflow.store import TrainCache
+from infoflow.sweep.cache import TrainCache
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def plan_sweep(jobs: Iterable[tuple[Path | None, Mapping, Mapping]]) -> int:
     ----------
     jobs
         ``(cache root or None, training config, estimate spec)`` per valid job of the sweep
-        (see :func:`infoflow.launcher.plan_jobs`).
+        (see :func:`infoflow.sweep.launcher.plan_jobs`).
 
     Returns
     -------

@@ -1,6 +1,6 @@
 """The sweep's Hydra callback: before the first job, the list of jobs; at the end, whatever
 happened, the merged tables. (The plan of shared evaluation passes and of seeds trained together
-is made by infoflow's launcher, :mod:`infoflow.launcher`, from the configs it composes.)
+is made by infoflow's launcher, :mod:`infoflow.sweep.launcher`, from the configs it composes.)
 
 Hydra calls ``on_multirun_start``/``on_multirun_end`` in the launching process (the one the user
 started) for every launcher: basic, joblib, submitit (local and Slurm), Ray.
@@ -21,8 +21,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from infoflow import io
-from infoflow.job import UNRECORDED, catch_signals, register_resolvers
-from infoflow.results import merge_sweep
+from infoflow.sweep.job import UNRECORDED, catch_signals, register_resolvers
+from infoflow.sweep.merge import merge_sweep
 
 log = logging.getLogger(__name__)
 

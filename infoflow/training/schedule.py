@@ -25,7 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from infoflow.config import ConfigError
+from infoflow.errors import UserError
+
+class ScheduleError(UserError, ValueError):
+    """``trainer.eval`` is not a schedule, or not one this run can keep."""
+
 
 RULE = "must be 'epoch', an integer K >= 1, 'every:K' with K >= 1, or 'log:N' with N >= 2"
 
@@ -48,8 +52,8 @@ def parse_eval(value: Any) -> tuple[str, int]:
 
     Raises
     ------
-    ConfigError
-        naming the key, the rule and the value.
+    ScheduleError
+        naming the key, the rule and the value (the job spec reports it as a ConfigError).
     """
     kind, arg = None, None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -65,7 +69,7 @@ def parse_eval(value: Any) -> tuple[str, int]:
             if head in ("every", "log") and tail.strip().isdigit():
                 kind, arg = head, int(tail)
     if kind is None or arg is None or arg < (2 if kind == "log" else 1):
-        raise ConfigError(f"trainer.eval {RULE}, got {value!r}")
+        raise ScheduleError(f"trainer.eval {RULE}, got {value!r}")
     return kind, arg
 
 
@@ -96,9 +100,21 @@ def eval_points(value: Any, epochs: int, per_epoch: int) -> list[EvalPoint]:
     -------
     list of EvalPoint
         Strictly increasing ``step``; the last point is the end of training.
+
+    Raises
+    ------
+    ScheduleError
+        for ``log:N`` with N above the run's optimizer steps (they would all be kept anyway,
+        and an absurd N would only allocate).
     """
     kind, arg = parse_eval(value)
     total = epochs * per_epoch
+    if kind == "log" and arg > total:  # at most one point per step: the rest only allocate
+        raise ScheduleError(
+            f"trainer.eval=log:{arg} asks for more log-spaced points than the run has optimizer "
+            f"steps ({epochs} epochs x {per_epoch} steps = {total}): use log:{total} or fewer, "
+            f"or trainer.eval=epoch"
+        )
     if kind == "every":
         epoch_list = sorted({*range(0, epochs + 1, arg), epochs})
         return [EvalPoint(i, e * per_epoch, e) for i, e in enumerate(epoch_list)]

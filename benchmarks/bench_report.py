@@ -1,0 +1,100 @@
+"""Wall time of the report of a sweep, as a user pays it: ``python -m infoflow.report SWEEP``.
+
+Every repetition is a fresh process (interpreter start and imports included) writing into a new
+temp folder; the best and the median of ``--reps`` are printed. ``--against DIR`` times another
+checkout's report (a ``git worktree`` of an earlier commit, or a copy of its ``infoflow``
+package: ``DIR`` goes first on ``PYTHONPATH``) on the same sweep, interleaved with this one's so
+that both see the same load on a shared machine, side by side. ``--profile`` adds a cProfile of
+one in-process report of this checkout (the slowest functions, cumulative).
+
+    python -m infoflow -m model=mlp1,mlp3,mlp5,cnn estimator.bins=10,30 hydra.sweep.dir=/tmp/sw
+    python benchmarks/bench_report.py /tmp/sw --reps 5
+    python benchmarks/bench_report.py /tmp/sw --reps 5 --against /tmp/old-checkout
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+def cpu_of_children() -> float:
+    """User + system CPU seconds of this process' finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def report_once(sweep: Path, code: Path, extra: list[str]) -> tuple[float, float, int]:
+    """Wall and CPU seconds of one ``python -m infoflow.report`` run from ``code``, and the
+    number of PNGs it wrote. On a busy machine the wall time grows, the CPU time hardly."""
+    env = {**os.environ, "PYTHONPATH": str(code), "MPLBACKEND": "Agg"}
+    with tempfile.TemporaryDirectory(prefix="bench_report_") as out:
+        cmd = [sys.executable, "-m", "infoflow.report", str(sweep), "--out", out, *extra]
+        cpu0, t0 = cpu_of_children(), time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall, cpu = time.perf_counter() - t0, cpu_of_children() - cpu0
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} (PYTHONPATH={code}) failed:\n{proc.stderr[-3000:]}")
+        return wall, cpu, len(list(Path(out).glob("*.png")))
+
+
+def profile(sweep: Path, extra: list[str], top: int = 25) -> None:
+    """cProfile of one report of this checkout, in this process."""
+    import cProfile
+    import pstats
+
+    sys.path.insert(0, str(HERE))
+    from infoflow.report.page import main
+
+    with tempfile.TemporaryDirectory(prefix="bench_report_") as out:
+        prof = cProfile.Profile()
+        prof.enable()
+        main([str(sweep), "--out", out, *extra])
+        prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("sweep", type=Path, help="a sweep (or job) directory, as for the report")
+    p.add_argument("--reps", type=int, default=5, help="repetitions per checkout (best of N)")
+    p.add_argument("--against", type=Path, default=None, help="another checkout to compare")
+    p.add_argument("--dpi", type=int, default=None, help="passed to the report")
+    p.add_argument("--profile", action="store_true", help="also profile one report")
+    args = p.parse_args()
+    extra = [] if args.dpi is None else ["--dpi", str(args.dpi)]
+    codes = {"this checkout": HERE}
+    if args.against is not None:
+        codes[str(args.against)] = args.against.resolve()
+    times: dict[str, list[float]] = {name: [] for name in codes}
+    cpus: dict[str, list[float]] = {name: [] for name in codes}
+    figures = {}
+    for _ in range(max(1, args.reps)):
+        for name, code in codes.items():  # interleaved: the same machine load for both
+            wall, cpu, figures[name] = report_once(args.sweep, code, extra)
+            times[name].append(wall)
+            cpus[name].append(cpu)
+    print(f"python -m infoflow.report {args.sweep} {' '.join(extra)}".rstrip())
+    print(f"best of {args.reps}, a fresh process each (start, imports, load, figures, page)")
+    mine = min(times["this checkout"])
+    for name, ts in times.items():
+        ratio = "" if name == "this checkout" else f"   {min(ts) / mine:.2f}x this checkout's"
+        print(
+            f"  {name:<32} {min(ts):6.2f} s  (median {statistics.median(ts):.2f} s, "
+            f"CPU {min(cpus[name]):.2f} s, {figures[name]} figures){ratio}"
+        )
+    if args.profile:
+        profile(args.sweep, extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""The runner: set a job up from its spec, and train a stack of jobs.
+
+A *stack* is the jobs of a sweep whose configs differ only in ``seed``: they train as one
+stacked model (:func:`infoflow.training.loop.train_stack`), each keeping its own directory,
+status, table and log. A single run, and every job under another launcher, is a stack of one.
+infoflow's launcher (:mod:`infoflow.sweep.launcher`) calls :func:`open_job` for each job of a
+stack inside that job's Hydra ``run_job``, then :func:`run_stack` once; ``python -m infoflow``
+does the same for its one job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import get_method, instantiate, to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+
+from infoflow import spec as specs
+from infoflow.errors import UserError
+from infoflow.spec import JobSpec
+from infoflow.sweep.cache import TrainCache
+from infoflow.sweep.job import Job, interrupt_exit
+from infoflow.sweep.sharing import SharedEstimates, plan_path
+from infoflow.training.device import deterministic_kernels, hidden_gpus, resolve_device
+from infoflow.training.loop import Member, TrainerConfig, train_stack
+
+log = logging.getLogger("infoflow")
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """``instantiate`` a config group's object; our own errors (a missing data set, a rule
+    broken) come out as they are, not wrapped in Hydra's InstantiationException.
+
+    A ``_partial_`` node (an estimator, an optimizer) becomes a plain ``functools.partial``:
+    Hydra's partials check their target policy at every call, and an estimator is called for
+    every layer at every evaluation.
+    """
+    if node.get("_partial_", False):
+        params = dict(node)
+        target = get_method(params.pop("_target_"))
+        params.pop("_partial_")
+        return functools.partial(target, **params, **kwargs)
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
+
+
+@dataclass
+class JobSetup:
+    """A job set up and ready to train: its directory, spec and the pieces built from it."""
+
+    job: Job
+    spec: JobSpec
+    data: Any  # infoflow.training.data.Dataset, on the job's device
+    model: torch.nn.Module
+    make_optimizer: Any  # params -> optimizer (the optimizer node)
+    estimator: Any
+    cache: TrainCache | None
+    shared: SharedEstimates | None
+    log_files: list[logging.FileHandler]  # its Hydra job log, where its lines belong
+
+
+def open_job(
+    cfg: DictConfig, hydra_cfg: DictConfig, spec: JobSpec | None = None
+) -> JobSetup | None:
+    """Set a job up: its directory, spec (``spec`` when the launcher's plan made it), device,
+    data, net, optimizer, estimator and training cache. None when it has nothing to do
+    (completed, resumed) or has failed already (its status says why; a single run exits)."""
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    job = Job(hydra_cfg.runtime.output_dir, config_hash=None, multirun=multirun)
+    with job.running():
+        job.config_hash = spec.config_hash if spec else specs.config_hash(cfg)
+        job.seed = cfg.get("seed") if isinstance(cfg.get("seed"), int) else None
+        # before validating: a job that fails must not leave an earlier job's rows under its name
+        if job.prepare(resume=OmegaConf.select(cfg, "runtime.resume") is True):
+            return None
+        spec = spec or JobSpec.of(cfg)
+        return _set_up(job, spec, hydra_cfg)
+    return None
+
+
+def _set_up(job: Job, spec: JobSpec, hydra_cfg: DictConfig) -> JobSetup:
+    runtime = spec.runtime
+    device = resolve_device(runtime["device"])
+    if runtime["device"] == "auto" and device.type == "cpu" and (hidden := hidden_gpus()):
+        log.warning("runtime.device=auto runs on the CPU: %s", hidden)
+    deterministic_kernels(device)
+    torch.set_num_threads(resolve_threads(runtime["threads"], hydra_cfg.launcher))
+    data = build(spec.config["data"])
+    fingerprint = data.fingerprint  # of the content as read, before it moves to the device
+    data = data.to(device)
+    torch.manual_seed(spec.seed)
+    model = build(spec.config["model"], in_shape=data.in_shape, n_classes=data.n_classes)
+    model = model.to(device)
+    make_optimizer = build(spec.config["optimizer"])
+    estimator = build(spec.config["estimator"])
+    choices = hydra_cfg.runtime.choices
+    job.meta = spec.meta(job.run_id, choices, device.type, data.source)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    sweep_dir = to_absolute_path(hydra_cfg.sweep.dir) if multirun else None
+    root = spec.cache_root(sweep_dir, cwd=hydra_cfg.runtime.cwd)
+    cache = shared = None
+    if root is not None:
+        cache = TrainCache(
+            root, spec.training_key(device.type, fingerprint), wait_s=runtime["cache"]["wait_s"]
+        )
+        plan = plan_path(root, spec.training)
+        shared = SharedEstimates(cache, plan, spec.estimate, build=build)
+    log.info(
+        "%s on %s (%s), %s, seed %s, device %s, %d threads, cache %s -> %s",
+        choices["model"],
+        data.name,
+        data.in_shape,
+        spec.config["optimizer"]["_target_"].rsplit(".", 1)[-1],
+        spec.seed,
+        device,
+        torch.get_num_threads(),
+        cache.dir if cache else "off",
+        job.path,
+    )
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    return JobSetup(job, spec, data, model, make_optimizer, estimator, cache, shared, files)
+
+
+def run_stack(setups: Sequence[JobSetup]) -> None:
+    """Train jobs whose configs differ only in ``seed`` as one stacked model; each keeps its
+    own directory, status and table.
+
+    A seed that fails alone (its loss diverged, its estimator, its files) is marked failed and
+    the others go on; what stops the whole stack is written to every job it stopped.
+    """
+    first = setups[0].spec
+    members = [Member(s.model, s.spec.seed, s.estimator, s.job, s.cache, s.shared) for s in setups]
+    jobs = {id(m): s.job for m, s in zip(members, setups)}
+    # one optimizer over every seed's parameters: per-parameter state, so each seed's is the
+    # state it would have alone
+    optimizer = setups[0].make_optimizer([p for s in setups for p in s.model.parameters()])
+    probe = first.config["probe"]
+    try:
+        with job_logs(setups):
+            if len(setups) > 1:
+                seeds = ", ".join(str(m.seed) for m in members)
+                log.info("seeds %s trained as one stack", seeds)
+            train_stack(
+                members,
+                optimizer,
+                setups[0].data,
+                TrainerConfig(**first.config["trainer"]),
+                probe_output=probe["output"],
+                eval_batch_size=probe["batch_size"],
+                resume=first.runtime.get("resume", False),
+                probe_samples=probe["samples"],
+                on_error=lambda m, err: jobs[id(m)].failed(err),
+            )
+    except KeyboardInterrupt as err:
+        for m in members:
+            if m.error is None and not m.finished:
+                jobs[id(m)].interrupted(err)
+        raise interrupt_exit(err) from None
+    except Exception as err:
+        for m in members:
+            if m.error is None and not m.finished:
+                jobs[id(m)].failed(err)
+
+
+class NoDetail(logging.Filter):
+    """Keeps a job's detail lines (records with ``detail`` true) off the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "detail", False)
+
+
+class SeedLines(logging.Filter):
+    """Lets through the lines of one seed and the lines of no seed in particular."""
+
+    def __init__(self, seed: int | None) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "seed", None) in (None, self.seed)
+
+
+@contextlib.contextmanager
+def job_logs(setups: Sequence[JobSetup]) -> Iterator[None]:
+    """While a stack trains, every job's log file gets the stack's common lines and the lines of
+    its own seed (records carry ``seed``). Hydra configures logging per job, so when the stack
+    starts only the last job's file is open: the others are opened again, appending. Lines
+    marked ``detail`` go to the files only."""
+    root = logging.getLogger()
+    added: list[logging.Handler] = []
+    consoles = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    filtered: list[tuple[logging.Handler, logging.Filter]] = [(h, NoDetail()) for h in consoles]
+    for handler, quiet in filtered:
+        handler.addFilter(quiet)
+    for setup in setups if len(setups) > 1 else ():
+        for handler in setup.log_files:
+            seed_only = SeedLines(setup.job.seed)
+            if handler in root.handlers:  # the last job's, open
+                handler.addFilter(seed_only)
+                filtered.append((handler, seed_only))
+                continue
+            again = logging.FileHandler(handler.baseFilename, mode="a", encoding=handler.encoding)
+            again.setLevel(handler.level)
+            again.setFormatter(handler.formatter)
+            again.addFilter(seed_only)
+            root.addHandler(again)
+            added.append(again)
+    try:
+        yield
+    finally:
+        for handler, only in filtered:
+            handler.removeFilter(only)
+        for handler in added:
+            root.removeHandler(handler)
+            handler.close()
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover
+
+
+def resolve_threads(setting: Any, launcher: Any = None) -> int:
+    """Torch threads for this job, so that parallel jobs do not oversubscribe the cores.
+
+    ``setting`` (``runtime.threads``) if an int; for ``auto``: ``OMP_NUM_THREADS`` if set,
+    else submitit's ``cpus_per_task``, else ``max(1, cores // n_jobs)`` of joblib (a negative
+    ``n_jobs`` counts from the core count), else every core. ``launcher`` is
+    ``hydra.launcher``.
+    """
+    if setting != "auto":
+        return int(setting)
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
+    n = cores()
+    launcher = launcher if hasattr(launcher, "get") else {}
+    cpus = launcher.get("cpus_per_task")
+    if isinstance(cpus, int) and cpus >= 1:
+        return min(cpus, n)
+    n_jobs = launcher.get("n_jobs")
+    if isinstance(n_jobs, int) and n_jobs != 0:
+        parallel = n_jobs if n_jobs > 0 else max(1, n + 1 + n_jobs)
+        return max(1, n // min(parallel, n))
+    return n
