@@ -1,11 +1,13 @@
 """Wall time of the report of a sweep, as a user pays it: ``python -m infoflow.report SWEEP``.
 
 Every repetition is a fresh process (interpreter start and imports included) writing into a new
-temp folder; the best and the median of ``--reps`` are printed. ``--against DIR`` times another
-checkout's report (a ``git worktree`` of an earlier commit, or a copy of its ``infoflow``
-package: ``DIR`` goes first on ``PYTHONPATH``) on the same sweep, interleaved with this one's so
-that both see the same load on a shared machine, side by side. ``--profile`` adds a cProfile of
-one in-process report of this checkout (the slowest functions, cumulative).
+temp folder; the best and the median of ``--reps`` are printed, with the CPU time (user +
+system), which a busy machine inflates far less than the wall time. ``--against DIR``
+(repeatable) times another checkout's report (a ``git worktree`` of an earlier commit, or a
+copy of its ``infoflow`` package: ``DIR`` goes first on ``PYTHONPATH``) on the same sweep,
+interleaved with this one's so that all see the same load on a shared machine, side by side.
+``--profile`` adds a cProfile of one in-process report of this checkout (the slowest
+functions, cumulative).
 
     python -m infoflow -m model=mlp1,mlp3,mlp5,cnn estimator.bins=10,30 hydra.sweep.dir=/tmp/sw
     python benchmarks/bench_report.py /tmp/sw --reps 5
@@ -67,14 +69,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("sweep", type=Path, help="a sweep (or job) directory, as for the report")
     p.add_argument("--reps", type=int, default=5, help="repetitions per checkout (best of N)")
-    p.add_argument("--against", type=Path, default=None, help="another checkout to compare")
+    p.add_argument(
+        "--against", type=Path, action="append", default=[], help="another checkout (repeatable)"
+    )
     p.add_argument("--dpi", type=int, default=None, help="passed to the report")
     p.add_argument("--profile", action="store_true", help="also profile one report")
     args = p.parse_args()
     extra = [] if args.dpi is None else ["--dpi", str(args.dpi)]
     codes = {"this checkout": HERE}
-    if args.against is not None:
-        codes[str(args.against)] = args.against.resolve()
+    for other in args.against:
+        codes[str(other)] = other.resolve()
     times: dict[str, list[float]] = {name: [] for name in codes}
     cpus: dict[str, list[float]] = {name: [] for name in codes}
     figures = {}

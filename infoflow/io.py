@@ -167,6 +167,56 @@ def read_overrides(job_dir: str | os.PathLike) -> list[str] | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# the job directories of a sweep
+
+
+def _natural_key(path: Path) -> list[tuple[int, Any]]:
+    """Sort ``2`` before ``10``: job numbers are directory names."""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in path.parts]
+
+
+def find_job_dirs(root: str | os.PathLike) -> list[Path]:
+    """Every job directory under ``root``: one with ``.hydra/overrides.yaml``, a status or a table.
+
+    ``root`` may be a sweep directory, a single run's directory or anything above them. Hidden
+    folders other than ``.hydra`` (submitit's ``.submitit/``, the training cache) are not
+    searched: one directory walk, however many checkpoints the sweep holds.
+    """
+    root = Path(root)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if (
+            JOB_TABLE in filenames
+            or STATUS_FILE in filenames
+            or (".hydra" in dirnames and (here / ".hydra" / "overrides.yaml").is_file())
+        ):
+            found.append(here)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    return sorted(found, key=lambda d: _natural_key(d.relative_to(root)))
+
+
+def launched_jobs(
+    root: str | os.PathLike, found: list[Path] | None = None
+) -> list[tuple[list[str], Path | None]] | None:
+    """What the sweep at ``root`` launched, from its ``sweep.json``: each job's overrides with
+    its directory (None where it left none), in launch order; None without a ``sweep.json``.
+
+    A job directory belongs to the sweep when its ``.hydra/overrides.yaml`` is a launched job's
+    overrides, so that directories an earlier sweep left under the same root are never taken
+    for this sweep's jobs. ``found``: :func:`find_job_dirs` of ``root``, when the caller has it.
+    """
+    root = Path(root)
+    manifest, _ = load_json(root / MANIFEST)
+    if not isinstance(manifest, dict):
+        return None
+    launched = [list(map(str, j["overrides"])) for j in manifest.get("jobs", [])]
+    found = find_job_dirs(root) if found is None else found
+    by_overrides = {tuple(read_overrides(d) or ()): d for d in found}
+    return [(o, by_overrides.get(tuple(o))) for o in launched]
+
+
+# ---------------------------------------------------------------------------------------------
 # identities
 
 

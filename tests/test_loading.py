@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -230,3 +231,53 @@ def test_package_exports_load_without_matplotlib(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
     )
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------
+# a sweep directory means one sweep: what its sweep.json says it launched
+
+
+def launched_sweep(root, seeds, epochs, stale_merge=None):
+    """A sweep dir as the CLI leaves it: sweep.json, job dirs with .hydra/overrides.yaml."""
+    jobs = [job_frame("mlp1", s, epochs=epochs, run_id=f"e{epochs}-s{s}") for s in seeds]
+    root.mkdir(parents=True, exist_ok=True)
+    listed = []
+    for i, (seed, frame) in enumerate(zip(seeds, jobs)):
+        overrides = [f"seed={seed}", f"trainer.epochs={epochs}"]
+        listed.append({"num": i, "overrides": overrides})
+        (root / str(i) / ".hydra").mkdir(parents=True, exist_ok=True)
+        (root / str(i) / ".hydra" / "overrides.yaml").write_text(
+            "".join(f"- {o}\n" for o in overrides)
+        )
+        (root / str(i) / "status.json").write_text('{"status": "completed"}')
+        frame.to_parquet(root / str(i) / "mi.parquet", index=False)
+    (root / "sweep.json").write_text(json.dumps({"jobs": listed}))
+    merged = pd.concat([*jobs, *(stale_merge or [])], ignore_index=True)
+    merged.to_parquet(root / "results.parquet", index=False)
+    pd.DataFrame({"job": ["0"]}).to_parquet(root / "jobs.parquet", index=False)
+    (root / "__main__.log").write_text("a log\n")
+    return jobs
+
+
+def test_a_dir_reused_by_a_later_sweep_holds_only_that_sweeps_jobs(tmp_path):
+    root = tmp_path / "sw"
+    launched_sweep(root, seeds=(0, 1, 2), epochs=2)
+    later = launched_sweep(root, seeds=(0, 1), epochs=1)  # dir 2 is the first sweep's
+    expected = sorted(j.run_id.iloc[0] for j in later)
+    for source in (root, str(root / "*"), str(root / "**"), tmp_path):
+        df = load(source)
+        assert sorted(df.run_id.unique()) == expected, source
+        assert len(df) == sum(len(j) for j in later), source
+
+
+def test_a_stale_merged_table_never_adds_rows_to_a_sweeps_job_tables(tmp_path):
+    root = tmp_path / "sw"
+    stale = job_frame("mlp1", 0, epochs=2, run_id="an-earlier-run-of-job-0")
+    jobs = launched_sweep(root, seeds=(0, 1, 2), epochs=2, stale_merge=[stale])
+    df = load(root)
+    assert "an-earlier-run-of-job-0" not in set(df.run_id)
+    assert len(df) == sum(len(j) for j in jobs)
+    assert final_summary(df)["n_seeds"].max() == 3
+    for i in range(3):  # a copy of the merged table alone is still read
+        (root / str(i) / "mi.parquet").unlink()
+    assert "an-earlier-run-of-job-0" in set(load(root).run_id)

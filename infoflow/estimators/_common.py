@@ -136,6 +136,37 @@ def diagnostics(I_XT: float, class_counts: np.ndarray) -> dict[str, Any]:
     }
 
 
+# Round-off, in bits, by which an estimate may pass a bound. An estimate and its ceiling come from
+# different float64 operations (binning's I_TY = H_T + H_Y - H_TY against H_Y from the label
+# counts: 9e-16 apart when T determines Y), so a bound can be passed by a few ulps. Estimates
+# are not clipped onto their bounds (that would change the numbers of earlier versions, which
+# the golden tables hold to the bit); anything beyond this is refused by check_bounds as a bug.
+ROUNDOFF_BITS = 1e-9
+
+
+def check_bounds(estimator: str, out: dict[str, Any]) -> dict[str, Any]:
+    """Return ``out`` after checking that its estimates lie within their ceilings.
+
+    ``0 <= I_XT <= min(H_max, I_XT_max)`` (``I_XT_max``: the estimator's own ceiling, where it
+    has one) and ``0 <= I_TY <= H_Y``, all finite, up to :data:`ROUNDOFF_BITS`. Every estimator
+    meets this by construction (see each one's Notes); an estimate outside it is a bug, raised
+    as a RuntimeError instead of written to a table as an impossible number.
+    """
+    ceilings = {
+        "I_XT": min(out["H_max"], out.get("I_XT_max", math.inf)),
+        "I_TY": out["H_Y"],
+    }
+    for key, hi in ceilings.items():
+        v = out[key]
+        if not (math.isfinite(v) and -ROUNDOFF_BITS <= v <= hi + ROUNDOFF_BITS):
+            raise RuntimeError(
+                f"{estimator}: {key} = {v!r} bits lies outside [0, {hi!r}], its range on "
+                f"{out['n_samples']} samples; this is a bug in the estimator, please report it "
+                "with the parameters and the layer's shape"
+            )
+    return out
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 

@@ -10,6 +10,7 @@ import torch
 
 from infoflow.estimators._common import (
     as_2d,
+    check_bounds,
     check_params,
     diagnostics,
     entropy_from_counts,
@@ -341,7 +342,7 @@ def binning(
         diag = diagnostics(I_XT, counts_Y)
     else:
         I_XT, I_TY = H_T, max(H_T + H_Y - H_TY, 0.0)
-    return {
+    out = {
         "I_XT": I_XT,
         "I_TY": I_TY,
         "H_T": H_T,
@@ -349,3 +350,4 @@ def binning(
         "frac_out_of_range": frac_out,
         **diag,
     }
+    return check_bounds("binning", out)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from infoflow.estimators._common import LN2, check_params, diagnostics
+from infoflow.estimators._common import LN2, check_bounds, check_params, diagnostics
 
 # Exponents are clamped here before exp: exp(-4 * cutoff) stays a normal number, which keeps
 # subnormal arithmetic (10x slower on x86) out of the loop. A pair beyond the cutoff then adds
@@ -56,14 +56,45 @@ def pick_dtype(
 
     ``auto`` keeps float64 input in float64, and takes float32 for other input when
     ``max_i |t_i|^2 / (2 noise_var) <= FLOAT32_MAX_RATIO`` for the centred activations ``T``
-    (the rounding of float32 distances grows with that ratio).
+    (the rounding of float32 distances grows with that ratio). ``float32`` is float32 unless
+    that ratio overflows it (beyond ``FLOAT_HEADROOM``: a noise variance ~1e-38 of the
+    layer's spread, where float32 could only give NaN), then float64.
     """
     if precision == "float64" or (precision == "auto" and input_dtype == torch.float64):
         return torch.float64
-    if precision == "float32":
-        return torch.float32
     r2 = float(T.square().sum(1).max()) if len(T) else 0.0  # T (N, d) already centred
+    if precision == "float32":
+        fits = r2 / (2.0 * noise_var) <= torch.finfo(torch.float32).max / FLOAT_HEADROOM
+        return torch.float32 if fits else torch.float64
     return torch.float32 if r2 / (2.0 * noise_var) <= FLOAT32_MAX_RATIO else torch.float64
+
+
+# The pairwise and Monte Carlo work sums a few squared scaled norms |t|^2 / 2v (distances up to
+# 4 max|t|^2, a drawn point's norm up to twice a centre's): they must stay this far below the
+# dtype's largest number.
+FLOAT_HEADROOM = 16.0
+
+
+def check_noise(v: float, T: torch.Tensor, noise_var: float, noise_scale: str) -> None:
+    """Refuse a noise variance ``v`` that float64 cannot work with against the layer ``T``.
+
+    ``v`` (= ``noise_var`` times the scale of ``noise_scale``) must be a positive, finite
+    number with ``max_i |t_i - mean|^2 / (2 v) <= 1.8e308 / FLOAT_HEADROOM``: below that the
+    scaled distances overflow to inf and every estimate would be NaN (noise_var = 1e-310 on a
+    unit-scale layer), at v = 0 (a product that underflowed) the kernel is undefined. The
+    admissible range is data-dependent (the layer's spread), so this is checked here, not in
+    ``check_params``; a ValueError names ``estimator.noise_var``, the rule and the value.
+    """
+    r2 = float(T.square().sum(1).max()) if len(T) else 0.0  # T (N, d) centred
+    limit = torch.finfo(torch.float64).max / FLOAT_HEADROOM  # of |t|^2 / 2v
+    if not (0.0 < v < math.inf) or r2 / (2.0 * v) > limit:
+        smallest = r2 / (2.0 * limit)
+        raise ValueError(
+            f"estimator.noise_var with estimator.noise_scale={noise_scale} must give a noise "
+            "variance v that is finite, > 0 and, against the layer's largest squared distance "
+            f"from its mean ({r2:.3g}), at least {smallest:.3g} (so that |t|^2 / 2v stays "
+            f"within float64), got noise_var={noise_var!r}, v={v!r}"
+        )
 
 
 def kernel_sums(
@@ -328,11 +359,13 @@ def kde(
     Y : tensor or ndarray of shape (n_samples,)
         Discrete labels.
     noise_var : float, default 0.1
-        The noise level, > 0. With ``noise_scale='absolute'`` the variance v of the added noise
-        per unit in squared activation units (Saxe et al. used 0.1 on MNIST); otherwise a
-        fraction of the layer's own spread (see ``noise_scale``). It sets the scale below which
-        differences between activations are treated as noise: the estimates depend on it
-        strongly.
+        The noise level, > 0 and finite. With ``noise_scale='absolute'`` the variance v of the
+        added noise per unit in squared activation units (Saxe et al. used 0.1 on MNIST);
+        otherwise a fraction of the layer's own spread (see ``noise_scale``). It sets the
+        scale below which differences between activations are treated as noise: the
+        estimates depend on it strongly. The variance it gives must also fit float64 against
+        the layer's spread (:func:`check_noise`: ~1e-307 of the squared spread or less is
+        refused when called, naming the smallest admissible value).
     noise_scale : {'absolute', 'variance', 'neighbour'}, default 'absolute'
         What ``noise_var`` is relative to (:func:`noise_variance`): ``variance``, the layer's
         mean per-unit variance; ``neighbour``, the median squared distance to the nearest
@@ -347,7 +380,8 @@ def kde(
     precision : {'auto', 'float32', 'float64'}, default 'auto'
         dtype of the O(N^2 d) pairwise work (logs and means are always float64). 'auto' takes
         float32 unless the activations are large against the noise (see :func:`pick_dtype`);
-        float32 differs from float64 by < 1e-4 bits there.
+        float32 differs from float64 by < 1e-4 bits there. 'float32' falls back to float64
+        only where the scaled activations overflow float32; the column says which was used.
     block : int, default 2048
         Tile side of the pairwise computation (memory ~ 3 * block^2 values).
 
@@ -396,6 +430,7 @@ def kde(
         T64 = T.double()
         T64 = T64 - T64.mean(0)  # (N, d) centred: distances unchanged, rounding smaller
         v = noise_variance(T64, noise_var, noise_scale, seed)
+        check_noise(v, T64, noise_var, noise_scale)
         dtype = pick_dtype(T64, T.dtype, v, precision)
         W = (T64 / math.sqrt(8.0 * v)).to(dtype)  # (N, d) |w_i - w_j|^2 = D_ij / 8v
         onehot = torch.nn.functional.one_hot(labels, len(counts)).to(dtype)  # (N, C)
@@ -423,4 +458,4 @@ def kde(
         **diagnostics(I_XT_hi, counts_np),
     }
     out["I_TY_mc"] = min(max(I_TY_mc, 0.0), out["H_Y"]) if n_draws > 0 else math.nan
-    return out
+    return check_bounds("kde", out)

@@ -6,7 +6,15 @@ from typing import Any
 
 import numpy as np
 
-from infoflow.estimators._common import LN2, as_2d, check_params, diagnostics, symbols, to_numpy
+from infoflow.estimators._common import (
+    LN2,
+    as_2d,
+    check_bounds,
+    check_params,
+    diagnostics,
+    symbols,
+    to_numpy,
+)
 
 
 def digitize_columns(A: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -104,9 +112,10 @@ def per_neuron(T: Any, X: Any, Y: Any, *, bins: int = 30, max_units: int = 50) -
     I_XT = mi_columns(x_b, t_on_x) / LN2
     I_TY = mi_columns(t_b, y_cols) / LN2
     I_XT_mean = float(I_XT.mean())
-    return {
+    out = {
         "I_XT": I_XT_mean,
         "I_TY": float(I_TY.mean()),
         "units_used": k,
         **diagnostics(I_XT_mean, np.bincount(y_sym, minlength=k_y)),
     }
+    return check_bounds("per_neuron", out)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from infoflow.estimators._common import LN2, check_params, diagnostics
+from infoflow.estimators._common import LN2, check_bounds, check_params, diagnostics
 from infoflow.estimators._memo import input_side
 
 
@@ -418,7 +418,7 @@ def renyi(
     }
     out["I_XT_max"] = out["H_X"]
     out["saturated"] = bool(out["I_XT"] >= 0.99 * out["I_XT_max"])
-    return out
+    return check_bounds("renyi", out)
 
 
 def _block_entropies(blocks: torch.Tensor, n: int, alpha: float) -> torch.Tensor:

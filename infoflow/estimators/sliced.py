@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from infoflow.estimators._common import LN2, check_params, diagnostics
+from infoflow.estimators._common import LN2, check_bounds, check_params, diagnostics
 from infoflow.estimators._memo import input_side
 
 
@@ -184,10 +184,10 @@ def _mi_of_table(joint: torch.Tensor, n: int, mm: bool) -> torch.Tensor:
     a, b, ab = joint.sum(2), joint.sum(1), joint.view(m, -1)  # (m, ka), (m, kb), (m, ka kb)
     H_a, H_b, H_ab = (_entropies(c, n, False) for c in (a, b, ab))  # plug-in, (m,) each
     if mm:
-        I = _miller_madow(H_a, a, n) + _miller_madow(H_b, b, n) - _miller_madow(H_ab, ab, n)
+        mi = _miller_madow(H_a, a, n) + _miller_madow(H_b, b, n) - _miller_madow(H_ab, ab, n)
     else:
-        I = H_a + H_b - H_ab
-    return torch.minimum(I, torch.minimum(H_a, H_b))
+        mi = H_a + H_b - H_ab
+    return torch.minimum(mi, torch.minimum(H_a, H_b))
 
 
 # The three-way tables (slice, X's bin, T's bin, label) are counted in one pass while they
@@ -331,4 +331,4 @@ def sliced(
         "I_XT_max": math.log2(bins),  # the bins in effect: min(bins, N)
     }
     out["saturated"] = bool(I_XT_mean >= 0.99 * out["I_XT_max"])
-    return out
+    return check_bounds("sliced", out)

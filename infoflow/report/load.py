@@ -1,10 +1,13 @@
 """Read result tables back: one DataFrame from job dirs, sweep dirs, files or globs.
 
-A job directory holds ``mi.parquet`` and ``status.json``; a sweep root holds ``results.parquet``
-(every job's rows, merged when the sweep ends) and the job directories ``0/ 1/ ...``. ``load``
-accepts any mix of these, and globs, and returns every row once: the job tables are preferred
-(they are the newest copy: a resumed job rewrites its own table, not the merged one), each with
-its job's ``status``, and rows are de-duplicated on ``run_id, epoch, layer`` (plus ``step``).
+A job directory holds ``mi.parquet`` and ``status.json``; a sweep root holds ``sweep.json`` (the
+jobs it launched), ``results.parquet`` (their rows, merged when the sweep ends) and the job
+directories ``0/ 1/ ...``. ``load`` accepts any mix of these, and globs, and returns every row
+once. A sweep directory means one sweep: of the job directories under a root that holds a
+``sweep.json``, only those of the jobs it lists are read (a later sweep into the same folder
+replaces the earlier one's jobs, it never adds to them), and its merged table is read only when
+none of its job tables is there (a copy of ``results.parquet`` alone). Each job table brings its
+job's ``status``; rows are de-duplicated on ``run_id, epoch, layer`` (plus ``step``).
 
 Besides ``load`` this module describes a loaded table for analysis without importing
 matplotlib: which columns are config keys (:func:`config_columns`), which of them a sweep varied
@@ -25,7 +28,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from infoflow.io import JOB_TABLE, REQUIRED, SWEEP_TABLE, read_status
+from infoflow.io import JOB_TABLE, MANIFEST, REQUIRED, SWEEP_TABLE, launched_jobs, read_status
 from infoflow.io import read_table as _read_table
 
 GROUPS = ("model", "data", "optimizer", "estimator")
@@ -74,9 +77,11 @@ def load(source: Source, *, on_error: Literal["raise", "warn"] = "raise") -> pd.
 
     Notes
     -----
-    In a directory every ``mi.parquet`` below it is read, and every ``results.parquet``; rows
-    are concatenated job tables first and de-duplicated on the row key keeping the first, so a
-    sweep's merged table only contributes the rows of jobs whose directories are gone.
+    In a directory every ``mi.parquet`` below it is read, except those of job directories that
+    the nearest ``sweep.json`` above them does not list (another, earlier sweep's), and every
+    ``results.parquet`` of a sweep none of whose job tables is read. A glob's files other than
+    ``mi.parquet`` and ``results.parquet`` (``jobs.parquet``, logs) are skipped; a file named
+    on its own is read as given.
     """
     if on_error not in ("raise", "warn"):
         raise LoadError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
@@ -127,35 +132,60 @@ def _find_tables(source: Source) -> tuple[list[Path], list[Path]]:
     items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if not items:
         raise LoadError("load() got an empty list of paths")
-    paths: list[Path] = []
+    paths: list[tuple[Path, bool]] = []  # (path, named by the user rather than a glob)
     for item in items:
         text = os.fspath(item)
         if glob.has_magic(text):
             matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
             if not matches:
                 raise LoadError(f"the glob {text!r} matches no file or directory")
-            paths.extend(Path(m) for m in matches)
+            paths.extend((Path(m), False) for m in matches)
         else:
             path = Path(text).expanduser()
             if not path.exists():
                 raise LoadError(f"{path}: no such file or directory")
-            paths.append(path)
+            paths.append((path, True))
     jobs: dict[Path, None] = {}
     sweeps: dict[Path, None] = {}
-    for path in paths:
+    for path, named in paths:
         if path.is_dir():
             jobs.update(dict.fromkeys(_walk(path, JOB_TABLE)))
             sweeps.update(dict.fromkeys(_walk(path, SWEEP_TABLE)))
         elif path.name == SWEEP_TABLE:
             sweeps[path.resolve()] = None
-        else:  # mi.parquet or any file the user names: read it as given
+        elif named or path.name == JOB_TABLE:  # a file the user names is read as given
             jobs[path.resolve()] = None
+    launched = _Launched()
+    jobs = {p: None for p in jobs if launched.lists(p.parent)}
+    read_sweeps = {launched.root_of(p.parent) for p in jobs} - {None}
+    sweeps = {p: None for p in sweeps if p.parent not in read_sweeps}
     if not jobs and not sweeps:
         raise LoadError(
             f"no {JOB_TABLE} or {SWEEP_TABLE} under {_describe(source)}: give a job directory, "
             "a sweep directory, a Parquet file or a glob of them"
         )
     return list(jobs), list(sweeps)
+
+
+class _Launched:
+    """Which job directories their sweep launched (``sweep.json``), one read per sweep root."""
+
+    def __init__(self) -> None:
+        self.dirs: dict[Path, set[Path] | None] = {}
+
+    def root_of(self, job_dir: Path) -> Path | None:
+        """The nearest directory above ``job_dir`` that holds a ``sweep.json``, or None."""
+        return next((p for p in job_dir.parents if (p / MANIFEST).is_file()), None)
+
+    def lists(self, job_dir: Path) -> bool:
+        root = self.root_of(job_dir)
+        if root is None:
+            return True
+        if root not in self.dirs:
+            jobs = launched_jobs(root)
+            self.dirs[root] = None if jobs is None else {d.resolve() for _, d in jobs if d}
+        listed = self.dirs[root]
+        return listed is None or job_dir.resolve() in listed
 
 
 def _walk(root: Path, name: str) -> list[Path]:

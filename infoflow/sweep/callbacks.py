@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from infoflow import io
-from infoflow.sweep.job import UNRECORDED, catch_signals, register_resolvers
+from infoflow.sweep.job import UNRECORDED, catch_signals, register_resolvers, signals_deferred
 from infoflow.sweep.merge import merge_sweep
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,17 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     return [list(job) for job in itertools.product(*choices.values())]
 
 
+def repeated(jobs: list[list[str]]) -> list[str] | None:
+    """The overrides of the first job that the list holds twice, or None."""
+    seen: set[tuple[str, ...]] = set()
+    for job in jobs:
+        key = tuple(sorted(job))
+        if key in seen:
+            return job
+        seen.add(key)
+    return None
+
+
 class MergeResults(Callback):
     """List the sweep's jobs in ``sweep.json`` before the first job; merge every job's
     ``mi.parquet`` into ``results.parquet`` + ``jobs.parquet`` at the end.
@@ -75,8 +86,13 @@ class MergeResults(Callback):
         # resolving here draws ${infoflow.unique:} before any launcher copies the config
         self._sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         self._merged = False
-        atexit.register(self._merge_at_exit)
         jobs = sweep_jobs(config)
+        if jobs is not None and (twice := repeated(jobs)):
+            raise SystemExit(
+                f"infoflow: error: the sweep launches the same job twice ({' '.join(twice)}): "
+                "a job's directory, table and status are its own; give each value once"
+            )
+        atexit.register(self._merge_at_exit)
         if jobs is None:
             log.warning(
                 "another sweeper than Hydra's basic one: the jobs it launches are not "
@@ -89,23 +105,27 @@ class MergeResults(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._merged = True
-        merged = merge_sweep(
-            self._sweep_dir or Path(str(config.hydra.sweep.dir)), errors=UNRECORDED
-        )
+        # a signal during the merge waits for its end: the tables then match the job dirs,
+        # and the merge is marked done only once it is
+        with signals_deferred():
+            merged = merge_sweep(
+                self._sweep_dir or Path(str(config.hydra.sweep.dir)), errors=UNRECORDED
+            )
+            self._merged = True
         if not merged.ok:
             raise SystemExit(1)  # every job ran and the sweep is merged; the exit code tells
 
     def _merge_at_exit(self) -> None:
         if self._merged or self._sweep_dir is None or not self._sweep_dir.is_dir():
             return
-        self._merged = True
         log.error(
             "the sweep stopped before its end (interrupted, or a job or the launcher "
             "failed); merging what %s holds",
             self._sweep_dir,
         )
-        try:
-            merge_sweep(self._sweep_dir, errors=UNRECORDED)
+        try:  # the process is ending anyway: a signal now only waits for the merge
+            with signals_deferred(reraise=False):
+                merge_sweep(self._sweep_dir, errors=UNRECORDED)
+                self._merged = True
         except BaseException:  # never mask the sweep's own error with ours
             log.error("merging %s failed:\n%s", self._sweep_dir, traceback.format_exc())

@@ -63,6 +63,9 @@ def new_run_id() -> str:
 # interrupts
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived; ``signum`` says which."""
 
@@ -83,8 +86,28 @@ def catch_signals() -> None:
     thread may set handlers; elsewhere this does nothing.
     """
     with contextlib.suppress(ValueError):  # not the main thread
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in SIGNALS:
             signal.signal(sig, _raise_interrupted)
+
+
+@contextlib.contextmanager
+def signals_deferred(reraise: bool = True) -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends, then act (``Interrupted``, or nothing with
+    ``reraise`` false): for work that is short and must not be left half done, such as the
+    sweep's merge. Outside the main thread the block runs as it is."""
+    got: list[int] = []
+    try:
+        previous = {s: signal.signal(s, lambda signum, _: got.append(signum)) for s in SIGNALS}
+    except ValueError:  # not the main thread: no handlers to set
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if got and reraise:
+            raise Interrupted(got[0])
 
 
 def interrupt_exit(err: BaseException) -> SystemExit:

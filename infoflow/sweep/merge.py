@@ -119,32 +119,6 @@ def not_started(entry: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _natural_key(path: Path) -> list[tuple[int, Any]]:
-    """Sort ``2`` before ``10``: job numbers are directory names."""
-    return [(0, int(p)) if p.isdigit() else (1, p) for p in path.parts]
-
-
-def find_job_dirs(root: str | os.PathLike) -> list[Path]:
-    """Every job directory under ``root``: one with ``.hydra/overrides.yaml``, a status or a table.
-
-    ``root`` may be a sweep directory, a single run's directory or anything above them. Hidden
-    folders other than ``.hydra`` (submitit's ``.submitit/``, the training cache) are not
-    searched: one directory walk, however many checkpoints the sweep holds.
-    """
-    root = Path(root)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        if (
-            io.JOB_TABLE in filenames
-            or io.STATUS_FILE in filenames
-            or (".hydra" in dirnames and (here / ".hydra" / "overrides.yaml").is_file())
-        ):
-            found.append(here)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-    return sorted(found, key=lambda d: _natural_key(d.relative_to(root)))
-
-
 # ---------------------------------------------------------------------------------------------
 # merging a sweep
 
@@ -193,21 +167,20 @@ def merge_sweep(
     """
     root = Path(sweep_dir)
     errors = errors or {}
-    manifest, _ = io.load_json(root / io.MANIFEST)
-    launched = [list(j["overrides"]) for j in (manifest or {}).get("jobs", [])]
-    dirs = find_job_dirs(root)
-    if manifest is not None:
-        by_overrides = {tuple(io.read_overrides(d) or ()): d for d in dirs}
-        foreign = len(dirs) - len({tuple(o) for o in launched} & set(by_overrides))
-        if foreign:
+    found = io.find_job_dirs(root)
+    launched = io.launched_jobs(root, found)
+    if launched is None:  # no sweep.json: every job directory found
+        dirs: list[Path | None] = list(found)
+    else:
+        dirs = [d for _, d in launched]
+        if foreign := len(found) - sum(d is not None for d in dirs):
             log.info(
                 "leaving out %d job dir(s) under %s that this sweep did not launch", foreign, root
             )
-        dirs = [by_overrides.get(tuple(o)) for o in launched]
     records, frames = [], []
     for i, job_dir in enumerate(dirs):
         if job_dir is None:
-            records.append(not_started({"overrides": launched[i]}))
+            records.append(not_started({"overrides": launched[i][0]}))
             continue
         rec, table = job_record(job_dir, root, errors.get(str(job_dir.absolute())))
         records.append(rec)
