@@ -1,5 +1,4 @@
-"""A sweep's own guards: its merge survives signals, a repeated job is refused, a stack cap that
-Python could not run is refused."""
+"""A sweep's own guards: its merge survives signals, a repeated job is refused."""
 
 from __future__ import annotations
 
