@@ -7,6 +7,7 @@ sweep. infoflow's launcher (the default) plans a sweep and runs its stacks throu
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import hydra
@@ -18,6 +19,9 @@ from infoflow.sweep.job import Interrupted, interrupt_exit, register_resolvers
 from infoflow.sweep.runner import open_job, run_stack
 
 register_resolvers()
+# a log line that cannot be written (a full disk) must not print a traceback of its own: the
+# job's status and the sweep's summary say what failed, in one line
+logging.raiseExceptions = False
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")

@@ -1,7 +1,9 @@
-"""A sweep's own guards: its merge survives signals, a repeated job is refused."""
+"""A sweep's own guards: its merge survives signals, a repeated job is refused, a place it
+cannot write is named in one line."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -12,7 +14,8 @@ import pytest
 from infoflow import io
 from infoflow.sweep import callbacks
 from infoflow.sweep.callbacks import MergeResults, repeated
-from infoflow.sweep.job import Interrupted
+from infoflow.sweep.job import Interrupted, describe
+from infoflow.sweep.merge import job_record
 
 
 def job_dirs(root, n=3):
@@ -90,3 +93,58 @@ def test_a_sweep_that_repeats_a_job_stops_before_any_job(cli, tmp_path):
         "once"
     ]
     assert not (tmp_path / "sw" / "0").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# places the sweep cannot write: one line that says so, never a traceback or a wrong culprit
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [(("-m", "seed=0,1", "hydra.sweep.dir=afile/sweep"), "hydra.sweep.dir"),
+     (("hydra.run.dir=afile/run",), "hydra.run.dir")],
+    ids=["sweep", "run"],
+)  # fmt: skip
+def test_an_output_dir_that_cannot_be_made_is_one_line(cli, tmp_path, args, key):
+    (tmp_path / "afile").write_text("not a folder\n")  # root may write anywhere, not under a file
+    proc = cli(*args, "trainer.epochs=1")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"infoflow: error: {key} must be a folder infoflow can create and write, got "
+        f"'afile/{key.split('.')[1]}': Not a directory; choose another with {key}=DIR"
+    ]
+
+
+def enospc() -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device", "/full/0/mi.parquet")
+
+
+def test_a_full_disk_or_a_read_only_place_is_named_in_one_line():
+    assert describe(enospc()).startswith(
+        "cannot write the job's files: no space left on the device (/full/0/mi.parquet); free"
+    )
+    try:  # torch's checkpoint writer: a RuntimeError, the OSError as its context
+        try:
+            raise enospc()
+        except OSError as cause:
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:626] . unexpected pos"
+            ) from cause
+    except RuntimeError as err:
+        assert describe(err).startswith("cannot write the job's files: no space left")
+    alone = RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+    assert describe(alone).startswith("cannot write the job's checkpoint: the disk is most")
+    assert "read-only" in describe(OSError(errno.EROFS, "Read-only file system", "/ro/x"))
+    assert describe(ValueError("other")) == "ValueError: other"  # anything else keeps its type
+
+
+def test_a_job_that_could_not_write_its_failure_is_failed_not_killed(tmp_path):
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
+    (job / io.STATUS_FILE).write_text(json.dumps({"status": "running", "run_id": "r0"}))
+    why = describe(enospc())  # what Job.failed kept in memory when status.json would not take it
+    rec, _ = job_record(job, tmp_path, error=why)
+    assert (rec["status"], rec["error"]) == ("failed", why)
+    rec, _ = job_record(job, tmp_path)  # no known error: a job still marked running was killed
+    assert rec["status"] == "incomplete" and "SIGKILL" in rec["error"]

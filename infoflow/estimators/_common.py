@@ -27,6 +27,12 @@ PRECISIONS = ("auto", "float32", "float64")
 NOISE_SCALES = ("absolute", "variance", "neighbour")
 WIDTH_RULES = ("silverman", "fixed")
 
+# Largest Renyi order (estimator.alpha). renyi computes every order in (0, MAX_ALPHA] in a form
+# that neither underflows nor overflows (renyi.entropy_of); beyond ~1e305, (alpha - 1) ln(lambda)
+# overflows float64. The limit is set far below that: S_alpha lies between the min-entropy and
+# alpha / (alpha - 1) times it, so from 1e6 on a larger order changes nothing (1e-6 relative).
+MAX_ALPHA = 1e6
+
 
 def to_numpy(a: Any) -> np.ndarray:
     """Return ``a`` as a NumPy array, moving a torch tensor to the host if needed."""
@@ -201,6 +207,14 @@ def check_params(params: Mapping[str, Any]) -> None:
     Keys starting with ``_`` (``_target_``, ``_partial_``) and unknown keys are ignored; each
     known key is checked on its own and the few combinations that contradict are refused.
     Raises ValueError with a message naming ``estimator.<key>``, the rule and the value.
+
+    The admissible ranges are those on which every estimator's outputs stay within their bounds
+    (0 <= I_XT <= min(H_max, I_XT_max), 0 <= I_TY <= H_Y, finite; :func:`check_bounds`):
+    ``alpha`` in (0, 1e6] without 1, ``width`` and ``noise_var`` any finite number > 0,
+    ``bins`` any integer >= 2, ``slices``, ``batches`` >= 1, ``batch_size`` >= 2. Two limits
+    depend on the data and are applied by the estimator when called: sliced uses
+    ``min(bins, n_samples)`` bins, and kde refuses a noise variance too small for float64
+    against the layer's spread (ValueError naming ``estimator.noise_var``).
     """
     p = {k: v for k, v in params.items() if not str(k).startswith("_")}
     bins = p.get("bins")
@@ -257,8 +271,13 @@ def _check_new_estimators(p: Mapping[str, Any]) -> None:
         _fail("seed", "must be an integer >= 0", p["seed"])
     if "alpha" in p:
         a = p["alpha"]
-        if not (_is_number(a) and math.isfinite(a) and a > 0 and a != 1):
-            _fail("alpha", "must be a number > 0 and != 1 (the Renyi order; 1.01 ~ Shannon)", a)
+        if not (_is_number(a) and 0 < a <= MAX_ALPHA and a != 1):
+            _fail(
+                "alpha",
+                f"must be a number > 0 and != 1, at most {MAX_ALPHA:g} (the Renyi order; 1.01 ~ "
+                "Shannon)",
+                a,
+            )
     if "width" in p:
         w = p["width"]
         if not (_is_number(w) and math.isfinite(w) and w > 0):

@@ -41,6 +41,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -408,10 +409,40 @@ def make_report(
     varied = varying_keys(df)
     split = facet_keys(df, varied)
 
-    # matplotlib is imported here, not at the top: an error above answers without it
-    from infoflow.report.plots import curves_vs_epoch, information_plane, pixel_size, save_png
+    from infoflow.report.plots import write_png  # matplotlib: only once the input is good
 
-    sections = []
+    sections: list = []
+    # PNG compression (zlib, which lets go of the GIL) runs in a thread, beside the drawing of
+    # the next figure and the tables
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        written = [
+            writer.submit(write_png, rgb, path, dpi)
+            for rgb, path in _draw_facets(df, split, varied, out, dpi, sections)
+        ]
+        summary = final_summary(df)
+        runs = runs_table(df, varied)
+        page = _html(df, origin, varied, sections, summary, runs, jobs)
+        for done in written:
+            done.result()  # an error writing a figure (a full disk) is raised here
+    summary.to_csv(out / "summary.csv", index=False)
+    runs.to_csv(out / "runs.csv", index=False)
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def _draw_facets(
+    df: pd.DataFrame,
+    split: Sequence[str],
+    varied: Sequence[str],
+    out: Path,
+    dpi: int,
+    sections: list,
+):
+    """Draw the figures of every facet; yield each one's ``(pixels, path)`` to be written and
+    append ``(label, context, [(file, alt, width, height)])`` per facet to ``sections``."""
+    from infoflow.report.plots import curves_vs_epoch, information_plane, pixel_size, render
+
     figures = {}  # kind -> the last figure drawn: the next facet redraws it (same grid)
     for facet, rows in facets(df, split):
         label = facet_label(facet)
@@ -431,18 +462,9 @@ def make_report(
                     f"{dpi}, more than {MAX_PIXELS:,}: use a lower --dpi"
                 )
             path = out / figure_name(kind, facet)
-            save_png(fig, path, dpi)
+            yield render(fig, dpi), path
             files.append((path.name, f"{name.strip()}: {label or 'all runs'}", width, height))
         sections.append((label, context, files))
-
-    summary = final_summary(df)
-    summary.to_csv(out / "summary.csv", index=False)
-    runs = runs_table(df, varied)
-    runs.to_csv(out / "runs.csv", index=False)
-    index = out / "index.html"
-    page = _html(df, origin, varied, sections, summary, runs, jobs)
-    index.write_text(page, encoding="utf-8")
-    return index
 
 
 def _summary_html(summary: pd.DataFrame) -> str:

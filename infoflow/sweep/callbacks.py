@@ -54,6 +54,29 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     return [list(job) for job in itertools.product(*choices.values())]
 
 
+class OutputDir(Callback):
+    """The run's or the sweep's directory can be made, or the command stops with one line that
+    names the key (before Hydra's own attempt, which ends in a traceback)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        make_dir(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        make_dir(config, "hydra.sweep.dir")
+
+
+def make_dir(config: DictConfig, key: str) -> None:
+    register_resolvers()
+    path = Path(str(OmegaConf.select(config, key)))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SystemExit(
+            f"infoflow: error: {key} must be a folder infoflow can create and write, got "
+            f"{str(path)!r}: {err.strerror}; choose another with {key}=DIR"
+        ) from None
+
+
 def repeated(jobs: list[list[str]]) -> list[str] | None:
     """The overrides of the first job that the list holds twice, or None."""
     seen: set[tuple[str, ...]] = set()

@@ -9,6 +9,7 @@ a bad config or data set, a diverged loss, SIGINT or SIGTERM, or any other excep
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -183,7 +184,7 @@ class Job(Recorder):
         log.error(
             "infoflow: error: %s",
             msg,
-            exc_info=not isinstance(err, UserError),
+            exc_info=not isinstance(err, UserError) and known_cause(err) is None,
             extra={"seed": self.seed},
         )
         if not self.multirun:
@@ -388,7 +389,48 @@ class Job(Recorder):
 
 
 def describe(err: BaseException) -> str:
-    """One line for a failure: the message alone when it is ours, else with the type."""
+    """One line for a failure: the message alone when it is ours or its cause is known (a full
+    disk, a place it may not write), else with the type."""
     if isinstance(err, UserError):
         return str(err)
-    return f"{type(err).__name__}: {err}"
+    return known_cause(err) or f"{type(err).__name__}: {err}"
+
+
+#: errno values that mean "the files cannot be written there", and what to say of each
+_NO_WRITE = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
+_WHERE = (
+    "free space, or write elsewhere: hydra.sweep.dir=DIR (or hydra.run.dir=DIR) for the "
+    "job's files, runtime.cache.dir=DIR for the training cache"
+)
+
+
+def known_cause(err: BaseException) -> str | None:
+    """A one-line account of a failure to write files, or None when it is something else.
+
+    Looks along the exception's causes: torch's checkpoint writer reports a full disk as a
+    ``RuntimeError`` (``PytorchStreamWriter failed`` / ``unexpected pos``), itself caused by
+    the ``OSError`` or by nothing at all.
+    """
+    chain = []
+    while err is not None and len(chain) < 16:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for seen in chain:  # the OSError says most: what and where
+        if isinstance(seen, OSError) and seen.errno in _NO_WRITE:
+            where = f" ({seen.filename})" if seen.filename else ""
+            return f"cannot write the job's files: {_NO_WRITE[seen.errno]}{where}; {_WHERE}"
+    for seen in chain:
+        if isinstance(seen, RuntimeError) and (
+            "unexpected pos" in str(seen) or "PytorchStreamWriter failed" in str(seen)
+        ):
+            return f"cannot write the job's checkpoint: the disk is most likely full; {_WHERE}"
+    return None

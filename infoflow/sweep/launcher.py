@@ -170,7 +170,6 @@ def launch(
         raise SystemExit(f"infoflow: error: {err}") from None
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     sweep_dir = to_absolute_path(str(config.hydra.sweep.dir))
-    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     jobs = []
     for i, overrides in enumerate(job_overrides):
@@ -180,7 +179,11 @@ def launch(
             sweep_config.hydra.job.id = idx
             sweep_config.hydra.job.num = idx
         jobs.append(PlannedJob(idx, list(overrides), sweep_config))
-    plan = plan_jobs(jobs, max_stack, sweep_dir, str(config.hydra.runtime.cwd))
+    try:
+        Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+        plan = plan_jobs(jobs, max_stack, sweep_dir, str(config.hydra.runtime.cwd))
+    except OSError as err:  # the sweep dir or a cache dir: one line, before any job starts
+        raise SystemExit(f"infoflow: error: {unwritable(err)}") from None
     log.info(
         "Launching %d jobs in this process: %s; planned in %.2fs",
         len(jobs),
@@ -194,6 +197,15 @@ def launch(
         returns.update(zip((j.idx for j in stack), run_nested(launcher, stack)))
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return [returns[j.idx] for j in jobs]
+
+
+def unwritable(err: OSError) -> str:
+    """A place the sweep must write and cannot, named with what to change."""
+    return (
+        f"cannot write {err.filename or 'the sweep directory'}: {err.strerror or err}; choose "
+        "a writable hydra.sweep.dir=DIR (and runtime.cache.dir=DIR, or "
+        "runtime.cache.enabled=false, when the cache is the place)"
+    )
 
 
 def describe(plan: Plan, max_stack: int) -> str:

@@ -84,7 +84,9 @@ def job_record(
         "rows": 0,
         "table_error": table_error,
     }
-    if rec["status"] == "running":
+    if rec["status"] == "running" and error:  # it failed, and could not say so in its dir
+        rec["status"], rec["error"] = "failed", error
+    elif rec["status"] == "running":
         rec["status"] = "incomplete"
         rec["error"] = (
             f"{io.STATUS_FILE} still says running: the job was killed (SIGKILL, out of memory, "

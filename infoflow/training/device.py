@@ -46,7 +46,8 @@ def resolve_device(name: str) -> torch.device:
         if mps is None or not mps.is_available():
             raise DeviceError(
                 f"runtime.device must be present on this machine, got {name!r}: "
-                "torch.backends.mps.is_available() is False (use runtime.device=auto or runtime.device=cpu)"
+                "torch.backends.mps.is_available() is False (use runtime.device=auto or "
+                "runtime.device=cpu)"
             )
     return torch.device(name)
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from infoflow.errors import UserError
 
+
 class ScheduleError(UserError, ValueError):
     """``trainer.eval`` is not a schedule, or not one this run can keep."""
 
