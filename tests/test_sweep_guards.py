@@ -10,11 +10,13 @@ import signal
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from infoflow import io
 from infoflow.sweep import callbacks
-from infoflow.sweep.callbacks import MergeResults, repeated
+from infoflow.sweep.callbacks import MergeResults, OutputDir, repeated
 from infoflow.sweep.job import Interrupted, describe
+from infoflow.sweep.launcher import inside
 from infoflow.sweep.merge import job_record
 
 
@@ -148,3 +150,22 @@ def test_a_job_that_could_not_write_its_failure_is_failed_not_killed(tmp_path):
     assert (rec["status"], rec["error"]) == ("failed", why)
     rec, _ = job_record(job, tmp_path)  # no known error: a job still marked running was killed
     assert rec["status"] == "incomplete" and "SIGKILL" in rec["error"]
+
+
+def test_a_second_sweep_into_a_running_sweeps_dir_is_refused(tmp_path):
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sw")}}})
+    first, second = OutputDir(), OutputDir()
+    first.on_multirun_start(config)
+    with pytest.raises(SystemExit, match=r"another sweep is running in .*sw: wait for it"):
+        second.on_multirun_start(config)
+    first.on_multirun_end(config)
+    second.on_multirun_start(config)  # once the first has ended, the dir is free
+    second.on_multirun_end(config)
+
+
+def test_a_job_dir_outside_the_sweep_dir_is_refused(tmp_path):
+    inside(str(tmp_path), "3")
+    inside(str(tmp_path), "lr=0.1/3")
+    for subdir in ("../x3", "/elsewhere/3"):
+        with pytest.raises(SystemExit, match=r"hydra\.sweep\.subdir must name a folder inside"):
+            inside(str(tmp_path), subdir)

@@ -122,12 +122,13 @@ def uniform_grid(
         n_bins = bins
         scale = bins / (hi - lo) if hi > lo else 0.0
     else:
-        n_bins_f = math.ceil((hi - lo) / bin_width) if hi > lo else 1
-        if n_bins_f > MAX_BINS:
+        ratio = (hi - lo) / bin_width if hi > lo else 1.0  # inf for a subnormal width
+        if ratio > MAX_BINS:  # compared as a float: ceil(inf) would raise OverflowError
             raise ValueError(
-                f"estimator.bin_width gives {n_bins_f} bins per unit over [{lo}, {hi}], more "
-                f"than {MAX_BINS}; use a larger width, got {bin_width!r}"
+                f"estimator.bin_width gives {ratio:.6g} bins per unit over [{lo}, {hi}], more "
+                f"than {MAX_BINS}; use a width >= {(hi - lo) / MAX_BINS:.3g}, got {bin_width!r}"
             )
+        n_bins_f = math.ceil(ratio)
         n_bins, scale = max(int(n_bins_f), 1), (1.0 / bin_width if hi > lo else 0.0)
     return lo, scale, n_bins, frac_out
 

@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
@@ -56,25 +57,48 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
 
 class OutputDir(Callback):
     """The run's or the sweep's directory can be made, or the command stops with one line that
-    names the key (before Hydra's own attempt, which ends in a traceback)."""
+    names the key (before Hydra's own attempt, which ends in a traceback). A sweep directory
+    belongs to one sweep at a time: a second sweep into it while the first runs is refused
+    (a lock the operating system lets go of when the process ends, however it ends)."""
+
+    def __init__(self) -> None:
+        self.lock: FileLock | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         make_dir(config, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        make_dir(config, "hydra.sweep.dir")
+        path = make_dir(config, "hydra.sweep.dir")
+        self.lock = FileLock(path / SWEEP_LOCK)
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            raise SystemExit(
+                f"infoflow: error: another sweep is running in {path}: wait for it to end, or "
+                "choose another hydra.sweep.dir=DIR"
+            ) from None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
-def make_dir(config: DictConfig, key: str) -> None:
+#: the lock file of a running sweep, in its directory (hidden: no job dir, no table)
+SWEEP_LOCK = ".sweep.lock"
+
+
+def make_dir(config: DictConfig, key: str) -> Path:
     register_resolvers()
-    path = Path(str(OmegaConf.select(config, key)))
+    path = Path(str(OmegaConf.select(config, key))).absolute()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise SystemExit(
             f"infoflow: error: {key} must be a folder infoflow can create and write, got "
-            f"{str(path)!r}: {err.strerror}; choose another with {key}=DIR"
+            f"{str(OmegaConf.select(config, key))!r}: {err.strerror}; choose another with "
+            f"{key}=DIR"
         ) from None
+    return path
 
 
 def repeated(jobs: list[list[str]]) -> list[str] | None:

@@ -178,6 +178,7 @@ def launch(
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = idx
             sweep_config.hydra.job.num = idx
+        inside(sweep_dir, str(sweep_config.hydra.sweep.subdir))
         jobs.append(PlannedJob(idx, list(overrides), sweep_config))
     try:
         Path(sweep_dir).mkdir(parents=True, exist_ok=True)
@@ -197,6 +198,15 @@ def launch(
         returns.update(zip((j.idx for j in stack), run_nested(launcher, stack)))
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return [returns[j.idx] for j in jobs]
+
+
+def inside(sweep_dir: str, subdir: str) -> None:
+    """A job's directory lies inside the sweep's, where the merge and resume look for it."""
+    if not (Path(sweep_dir) / subdir).resolve().is_relative_to(Path(sweep_dir).resolve()):
+        raise SystemExit(
+            f"infoflow: error: hydra.sweep.subdir must name a folder inside hydra.sweep.dir, "
+            f"got {subdir!r}"
+        )
 
 
 def unwritable(err: OSError) -> str:
