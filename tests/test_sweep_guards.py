@@ -16,7 +16,7 @@ from infoflow import io
 from infoflow.sweep import callbacks
 from infoflow.sweep.callbacks import MergeResults, OutputDir, repeated
 from infoflow.sweep.job import Interrupted, describe
-from infoflow.sweep.launcher import inside
+from infoflow.sweep.launcher import inside, job_numbers
 from infoflow.sweep.merge import job_record
 
 
@@ -169,3 +169,22 @@ def test_a_job_dir_outside_the_sweep_dir_is_refused(tmp_path):
     for subdir in ("../x3", "/elsewhere/3"):
         with pytest.raises(SystemExit, match=r"hydra\.sweep\.subdir must name a folder inside"):
             inside(str(tmp_path), subdir)
+
+
+def test_a_sweep_resumed_with_its_values_in_another_order_finds_its_jobs(tmp_path):
+    for num, overrides in enumerate([["model=mlp1", "seed=0"], ["model=mlp1", "seed=1"],
+                                     ["model=cnn", "seed=0"], ["model=cnn", "seed=1"]]):  # fmt: skip
+        (tmp_path / str(num) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(num) / ".hydra" / "overrides.yaml").write_text(
+            "".join(f"- {o}\n" for o in overrides)
+        )
+    resumed = [  # -m seed=0,1 model=mlp1,cnn,mlp5 runtime.resume=true
+        ["seed=0", "model=mlp1", "runtime.resume=true"],
+        ["seed=0", "model=cnn", "runtime.resume=true"],
+        ["seed=0", "model=mlp5", "runtime.resume=true"],
+        ["seed=1", "model=mlp1", "runtime.resume=true"],
+        ["seed=1", "model=cnn", "runtime.resume=true"],
+        ["seed=1", "model=mlp5", "runtime.resume=true"],
+    ]
+    assert job_numbers(resumed, 0, str(tmp_path)) == [0, 2, 4, 1, 3, 5]
+    assert job_numbers(resumed, 0, None) == [0, 1, 2, 3, 4, 5]  # not resuming: launch order

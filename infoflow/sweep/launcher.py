@@ -21,6 +21,7 @@ runner then uses as it is):
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -31,8 +32,9 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log, filter_overrides, run_job, setup_globals
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from infoflow import io
 from infoflow.errors import UserError
 from infoflow.spec import JobSpec
 from infoflow.sweep import runner
@@ -171,10 +173,11 @@ def launch(
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     sweep_dir = to_absolute_path(str(config.hydra.sweep.dir))
     t0 = time.perf_counter()
+    configs = [context.config_loader.load_sweep_config(config, list(o)) for o in job_overrides]
+    resume = any(OmegaConf.select(c, "runtime.resume") is True for c in configs)
+    numbers = job_numbers(job_overrides, initial_job_idx, sweep_dir if resume else None)
     jobs = []
-    for i, overrides in enumerate(job_overrides):
-        idx = initial_job_idx + i
-        sweep_config = context.config_loader.load_sweep_config(config, list(overrides))
+    for idx, overrides, sweep_config in zip(numbers, job_overrides, configs):
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = idx
             sweep_config.hydra.job.num = idx
@@ -198,6 +201,31 @@ def launch(
         returns.update(zip((j.idx for j in stack), run_nested(launcher, stack)))
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return [returns[j.idx] for j in jobs]
+
+
+def job_numbers(
+    job_overrides: Sequence[Sequence[str]], initial: int, resumed_dir: str | None
+) -> list[int]:
+    """Each job's number (its directory's name by default): its place in the sweep; or, when
+    the sweep resumes into ``resumed_dir``, the number of the directory that holds the same job
+    already (the same overrides in any order, ``runtime.*`` aside), so that a sweep resumed with
+    its values written in another order finds the jobs it finished."""
+    places = list(range(initial, initial + len(job_overrides)))
+    if resumed_dir is None:
+        return places
+
+    def key(overrides: Sequence[str]) -> tuple[str, ...]:
+        return tuple(sorted(o for o in overrides if not o.startswith("runtime.")))
+
+    root = Path(resumed_dir)
+    held = {
+        key(io.read_overrides(d) or ()): int(d.name)
+        for d in (io.find_job_dirs(root) if root.is_dir() else ())
+        if d.parent == root and d.name.isdigit()
+    }
+    reused = {held[key(o)] for o in job_overrides if key(o) in held}
+    free = (n for n in itertools.count(initial) if n not in reused)
+    return [held[key(o)] if key(o) in held else next(free) for o in job_overrides]
 
 
 def inside(sweep_dir: str, subdir: str) -> None:
