@@ -172,8 +172,8 @@ def test_a_job_dir_outside_the_sweep_dir_is_refused(tmp_path):
 
 
 def test_a_sweep_resumed_with_its_values_in_another_order_finds_its_jobs(tmp_path):
-    for num, overrides in enumerate([["model=mlp1", "seed=0"], ["model=mlp1", "seed=1"],
-                                     ["model=cnn", "seed=0"], ["model=cnn", "seed=1"]]):  # fmt: skip
+    first = [["model=mlp1", "seed=0"], ["model=mlp1", "seed=1"], ["model=cnn", "seed=0"]]
+    for num, overrides in enumerate([*first, ["model=cnn", "seed=1"]]):
         (tmp_path / str(num) / ".hydra").mkdir(parents=True)
         (tmp_path / str(num) / ".hydra" / "overrides.yaml").write_text(
             "".join(f"- {o}\n" for o in overrides)
