@@ -281,3 +281,15 @@ def test_a_stale_merged_table_never_adds_rows_to_a_sweeps_job_tables(tmp_path):
     for i in range(3):  # a copy of the merged table alone is still read
         (root / str(i) / "mi.parquet").unlink()
     assert "an-earlier-run-of-job-0" in set(load(root).run_id)
+
+
+def test_a_seed_in_two_runs_is_counted_once():
+    runs = [job_frame("mlp1", 0, run_id="a"), job_frame("mlp1", 0, run_id="b")]
+    runs[1]["I_XT"] += 1.0  # the same seed measured again, elsewhere
+    df = pd.concat([*runs, job_frame("mlp1", 1)], ignore_index=True)
+    with pytest.warns(UserWarning, match="each seed is counted once"):
+        summary = final_summary(df)
+    assert summary["n_seeds"].tolist() == [2]
+    seed0 = runs[0]["I_XT"].iloc[-1] + 0.5  # the two runs of seed 0, averaged
+    expected = (seed0 + job_frame("mlp1", 1)["I_XT"].iloc[-1]) / 2
+    assert summary["I_XT_mean"].iloc[0] == pytest.approx(expected)

@@ -289,7 +289,9 @@ def final_summary(
     pandas.DataFrame
         One row per group: ``epoch`` (the group's last epoch), and for each value ``<v>_mean``,
         ``<v>_std`` (over seeds, ddof=1; NaN for one seed), ``<v>_ci95`` (half-width of the
-        Student-t 95% interval of the mean) and ``n_seeds`` (runs that reached that epoch).
+        Student-t 95% interval of the mean) and ``n_seeds`` (distinct seeds that reached that
+        epoch). A seed that appears in several runs (two sweeps loaded together) is counted
+        once, its runs averaged, with a warning: counting it twice would narrow the interval.
         A run stopped before the group's last epoch is not counted, rather than mixed in with
         an earlier epoch, and runs whose ``status`` says they did not complete (failed,
         interrupted, incomplete) are left out: their last epoch is not the sweep's.
@@ -304,9 +306,18 @@ def final_summary(
     values = [v for v in values if v in df.columns]
     last = df.groupby(by, dropna=False, sort=False)["epoch"].transform("max")
     rows = df[df["epoch"] == last]
+    seed = "seed" if "seed" in rows.columns and "seed" not in by else "run_id"
+    per_seed = rows.groupby([*by, seed], dropna=False, sort=True)
+    if (repeats := int((per_seed["run_id"].nunique() > 1).sum())) > 0:
+        warnings.warn(
+            f"{repeats} (configuration, layer, seed) groups hold more than one run: each seed "
+            "is counted once, its runs averaged (load one sweep, or drop the repeats)",
+            stacklevel=2,
+        )
+    rows = per_seed[["epoch", *values]].mean().reset_index()  # one row per seed
     grouped = rows.groupby(by, dropna=False, sort=True)
     out = grouped["epoch"].max().to_frame()
-    out["n_seeds"] = grouped["run_id"].nunique()
+    out["n_seeds"] = grouped[seed].nunique()
     q = t_quantile(out["n_seeds"].to_numpy())
     for v in values:
         out[f"{v}_mean"] = grouped[v].mean()
