@@ -30,8 +30,8 @@ from sklearn.metrics import mutual_info_score
 
 from infoflow.estimators import binning, per_neuron
 from infoflow.training.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, load_fashion_mnist
-from infoflow.training.loop import evaluate, measure
 from infoflow.training.models import CNN, MLP
+from infoflow.training.probe import evaluate, measure
 
 HIDDEN = {"mlp1": [128], "mlp3": [256, 128, 64], "mlp5": [512, 256, 128, 64]}
 

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from infoflow.training.data import load_tishby
-from infoflow.training.loop import StackTrainer
 from infoflow.training.models import MLP
+from infoflow.training.trainer import StackTrainer
 
 HIDDEN = [10, 7, 5, 4, 4, 3]
 

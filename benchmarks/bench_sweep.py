@@ -64,8 +64,8 @@ from single import Trainer
 from infoflow.estimators import binning
 from infoflow.spec import deterministic_kernels
 from infoflow.training.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, read_idx
-from infoflow.training.loop import evaluate, measure
 from infoflow.training.models import CNN, MLP
+from infoflow.training.probe import evaluate, measure
 
 sys.path.insert(0, str(Path(__file__).parent))
 from notebook_way import HIDDEN

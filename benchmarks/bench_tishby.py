@@ -36,8 +36,8 @@ from single import Trainer
 from infoflow.estimators import binning
 from infoflow.sweep.job import Job
 from infoflow.training.data import load_tishby
-from infoflow.training.loop import evaluate, measure, probe_names
 from infoflow.training.models import MLP
+from infoflow.training.probe import evaluate, measure, probe_names
 from infoflow.training.schedule import eval_points
 
 HIDDEN = [10, 7, 5, 4, 4, 3]

@@ -7,14 +7,9 @@ import torch
 from torch import nn
 
 from infoflow.training.data import Dataset
-from infoflow.training.loop import (
-    Estimator,
-    Member,
-    Recorder,
-    StackTrainer,
-    TrainerConfig,
-    train_stack,
-)
+from infoflow.training.loop import Member, Recorder, TrainerConfig, train_stack
+from infoflow.training.probe import Estimator
+from infoflow.training.trainer import StackTrainer
 
 
 def run(

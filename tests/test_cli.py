@@ -85,7 +85,8 @@ def test_the_readme_sweep_reaches_090_on_digits(cli, tmp_path):
         (["model=resnet"], "Could not find 'model/resnet'"),
         (
             ["estimator.bins=1"],
-            "estimator.bins must be an integer >= 2 (or null when estimator.bin_width is set), got 1",
+            "estimator.bins must be an integer >= 2 (or null when estimator.bin_width is set), "
+            "got 1",
         ),
         (["trainer.epochs=0"], "trainer.epochs must be an integer >= 1, got 0"),
         (["trainer.batch_size=0"], "trainer.batch_size must be an integer >= 1, got 0"),

@@ -90,7 +90,8 @@ def test_experiment_seed_is_the_notebook(compose_cfg):
     [
         (
             "estimator.bins=1",
-            "estimator.bins must be an integer >= 2 (or null when estimator.bin_width is set), got 1",
+            "estimator.bins must be an integer >= 2 (or null when estimator.bin_width is set), "
+            "got 1",
         ),
         ("trainer.epochs=0", "trainer.epochs must be an integer >= 1, got 0"),
         ("trainer.batch_size=0", "trainer.batch_size must be an integer >= 1, got 0"),

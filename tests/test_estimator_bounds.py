@@ -13,6 +13,7 @@ by adversarial testing, each against a known answer or an independent reference.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -95,12 +96,12 @@ BELOW_ONE, ABOVE_ONE = float(np.nextafter(1.0, 0.0)), float(np.nextafter(1.0, 2.
 TINY, HUGE = 5e-324, 1.7e308  # the smallest and (about) the largest positive float64
 
 
-def binning_params(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+def binning_params(rng: np.random.Generator, n: int, spread: float) -> list[dict[str, Any]]:
     edges = [
         {"bins": 2},
         {"bins": 2**40},  # far beyond one sample per cell
         {"bins": 2, "strategy": "quantile"},
-        {"bins": 10**6, "strategy": "quantile", "range": [-0.5, 0.5]},
+        {"bins": 10**4, "strategy": "quantile", "range": [-0.5, 0.5]},  # ~N^2 edges, merged
         {"bins": None, "bin_width": TINY},  # refused: more bins than a code holds
         {"bins": None, "bin_width": HUGE},  # one bin
         {"bins": 3, "bias_correction": "miller_madow"},
@@ -113,7 +114,7 @@ def binning_params(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
         if rng.random() < 0.3:
             p.update(bins=None, bin_width=log_uniform(rng, 1e-4, 10.0))
         else:
-            p["bins"] = int(log_uniform(rng, 2, 1e5))
+            p["bins"] = int(log_uniform(rng, 2, 1e4))
             p["strategy"] = str(rng.choice(["uniform", "quantile"]))
         if rng.random() < 0.5:
             lo = rng.uniform(-2, 1)
@@ -122,7 +123,7 @@ def binning_params(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
     return edges + drawn
 
 
-def kde_params(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+def kde_params(rng: np.random.Generator, n: int, spread: float) -> list[dict[str, Any]]:
     edges = [
         {"noise_var": 1e-300},  # refused where the layer's spread puts it beyond float64
         {"noise_var": HUGE},
@@ -141,12 +142,12 @@ def kde_params(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
             "mc_samples": [None, 0, int(rng.integers(1, 300))][int(rng.integers(3))],
             "seed": int(rng.integers(0, 2**31)),
         }
-        for _ in range(4)
+        for _ in range(3)
     ]
     return edges + drawn
 
 
-def renyi_params(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+def renyi_params(rng: np.random.Generator, n: int, spread: float) -> list[dict[str, Any]]:
     alphas = [TINY, 1e-3, 0.5, BELOW_ONE, ABOVE_ONE, 1 + 1e-10, 1.0000001, 1.01, 2.0, 500.0]
     alphas.append(MAX_ALPHA)
     edges = [{"alpha": a, "batch_size": 64} for a in alphas]
@@ -159,13 +160,16 @@ def renyi_params(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
     drawn = []
     for _ in range(4):
         gap = 10 ** rng.uniform(-15, 0)  # a distance from 1 on a log scale
+        rule = str(rng.choice(["silverman", "fixed"]))
+        # a fixed width in the layer's units (the edges above try absurd ones)
+        width = log_uniform(rng, 1e-2, 1e2) * (spread if rule == "fixed" else 1.0)
         drawn.append(
             {
                 "alpha": float(
                     rng.choice([1 + gap, 1 - gap * 0.999, log_uniform(rng, 1e-3, MAX_ALPHA)])
                 ),
-                "width": log_uniform(rng, 1e-3, 1e3),
-                "width_rule": str(rng.choice(["silverman", "fixed"])),
+                "width": width,
+                "width_rule": rule,
                 "batch_size": int(rng.integers(2, max(3, n + 1))),
                 "batches": [None, int(rng.integers(1, 5))][int(rng.integers(2))],
                 "seed": int(rng.integers(0, 2**31)),
@@ -174,13 +178,13 @@ def renyi_params(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
     return edges + drawn
 
 
-def sliced_params(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
-    edges = [{"slices": 1, "bins": 2}, {"slices": 1, "bins": n + 1}]
+def sliced_params(rng: np.random.Generator, n: int, spread: float) -> list[dict[str, Any]]:
+    edges = [{"slices": 1, "bins": 2}, {"slices": 1, "bins": n + 1}, {"slices": 200, "bins": 2}]
     for bins in (n, n + 1, 10 * n + 7):  # as many bins as samples and more
-        edges += [{"slices": 16, "bins": bins, "bias_correction": bc} for bc in BIAS]
+        edges += [{"slices": 4, "bins": bins, "bias_correction": bc} for bc in BIAS]
     drawn = [
         {
-            "slices": int(rng.integers(1, 64)),
+            "slices": int(rng.integers(1, 32)),
             "bins": int(log_uniform(rng, 2, 4 * n + 2)),
             "bias_correction": str(rng.choice(["none", "miller_madow"])),
             "seed": int(rng.integers(0, 2**31)),
@@ -190,7 +194,7 @@ def sliced_params(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
     return edges + drawn
 
 
-def per_neuron_params(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+def per_neuron_params(rng: np.random.Generator, n: int, spread: float) -> list[dict[str, Any]]:
     # per-unit tables of (bins + 2)^2 cells: the largest tested keeps them small
     edges = [{"bins": 2}, {"bins": max(2, n)}, {"max_units": 1}, {"max_units": 10**6}]
     drawn = [{"bins": int(rng.integers(2, max(3, n))), "max_units": int(rng.integers(1, 60))}]
@@ -248,7 +252,8 @@ def test_outputs_stay_within_their_bounds_over_the_admissible_parameters(name):
     for seed in range(2):
         rng = np.random.default_rng(1000 + seed)
         for layer, T, X, y in layers(seed):
-            for params in sample(rng, len(T)):
+            spread = float(np.sqrt(np.asarray(T, dtype=np.float64).var(0).sum())) or 1.0
+            for params in sample(rng, len(T), spread):
                 check_params(params)  # every drawn setting is admissible
                 runs += 1
                 try:
@@ -272,13 +277,20 @@ def _digits_batch(n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     return data.x_eval.reshape(len(data.x_eval), -1)[:n], data.y_eval[:n]  # float32
 
 
-def _reference_entropy(X: torch.Tensor, sigma: float, alpha: float) -> float:
-    """Renyi entropy in bits of the RBF Gram matrix of ``X`` by NumPy in float64: eigenvalues
-    of K / n, then the Shannon entropy (alpha = 1) or a log-sum-exp of alpha ln(lambda)."""
-    Z = X.double().numpy()
+@functools.cache
+def _reference_spectrum(n: int, sigma: float) -> np.ndarray:
+    """Eigenvalues of K / n for the RBF Gram matrix K of the first n digits, by NumPy in
+    float64 (distances by pairwise differences), normalised to a unit sum, zeros dropped."""
+    Z = _digits_batch(n)[0].double().numpy()
     D = ((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1)
     lam = np.clip(np.linalg.eigvalsh(np.exp(-D / (2 * sigma**2)) / len(Z)), 0, None)
-    lam = lam[lam > 0] / lam.sum()
+    return lam[lam > 0] / lam.sum()
+
+
+def _reference_entropy(n: int, sigma: float, alpha: float) -> float:
+    """Renyi entropy in bits of that matrix: the Shannon entropy of its spectrum (alpha = 1)
+    or a log-sum-exp of alpha ln(lambda)."""
+    lam = _reference_spectrum(n, sigma)
     if alpha == 1:
         return float(-(lam * np.log2(lam)).sum())
     return float(logsumexp(alpha * np.log(lam)) / ((1 - alpha) * math.log(2)))
@@ -288,9 +300,11 @@ def _reference_entropy(X: torch.Tensor, sigma: float, alpha: float) -> float:
 def test_renyi_orders_near_one_give_the_von_neumann_entropy_in_float32(alpha):
     X, y = _digits_batch()
     r = renyi(X, X, y, alpha=alpha, width_rule="fixed", width=2.0, batch_size=256, batches=1)
-    exact = _reference_entropy(X, 2.0, 1.0)  # 4.9-5.0 bits; the order moves it < 0.01 bits
-    assert r["H_T"] == pytest.approx(exact, abs=0.01)
-    assert r["I_XT"] == pytest.approx(r["H_T"], abs=1e-4)  # T = X: I(X;X) = H(X)
+    S = _reference_entropy(256, 2.0, 1.0)  # 4.99 bits; the order moves it by < 0.01 bits
+    assert r["H_T"] == pytest.approx(S, abs=0.01)
+    # T = X: the joint Gram K o K is X's at width sigma / sqrt(2), I = 2 S(sigma) - S(joint)
+    S_joint = _reference_entropy(256, 2.0 / math.sqrt(2.0), 1.0)
+    assert r["I_XT"] == pytest.approx(2 * S - S_joint, abs=0.01)
     assert 0 <= r["I_TY"] <= r["H_Y"]
     r64 = renyi(X.double(), X.double(), y, alpha=alpha, width_rule="fixed", width=2.0)
     assert r["I_XT"] == pytest.approx(r64["I_XT"], abs=1e-4)  # float32 as good as float64
@@ -303,7 +317,7 @@ def test_renyi_entropy_of_any_order_equals_a_log_sum_exp_reference(alpha):
     D = torch.cdist(X.double(), X.double()) ** 2
     K = torch.exp(-D / (2 * sigma**2)).float()  # float32, like a float32 layer's
     got = float(entropies(K / len(X), alpha))
-    assert got == pytest.approx(_reference_entropy(X, sigma, alpha), abs=2e-4)
+    assert got == pytest.approx(_reference_entropy(128, sigma, alpha), abs=2e-4)
 
 
 def test_renyi_at_large_orders_is_finite_and_tends_to_the_min_entropy():
@@ -323,10 +337,12 @@ def test_renyi_equal_clusters_give_log2_c_at_every_order():
     rng = np.random.default_rng(c)
     y = np.repeat(np.arange(c), 64 // c)
     T = rng.standard_normal((c, 5))[y] * 100  # K = 1 within a cluster, 0 across
-    for alpha in (TINY, 0.5, 1 + 1e-10, 1.01, 2.0, 500.0, MAX_ALPHA):
+    # (orders towards 0 count every eigenvalue above 0, the round-off ones of this rank-8
+    # matrix too: log2 of its numerical rank, still within the bounds)
+    for alpha in (0.5, 1 - 1e-12, 1 + 1e-10, 1.01, 2.0, 500.0, MAX_ALPHA):
         r = renyi(T, T, y, alpha=alpha, width_rule="fixed", batch_size=64)
         for key in ("I_XT", "I_TY", "H_T", "H_X"):
-            assert r[key] == pytest.approx(3.0, abs=1e-6), (alpha, key)
+            assert r[key] == pytest.approx(3.0, abs=1e-5), (alpha, key)
 
 
 def test_entropy_of_stays_within_zero_and_log2_of_the_support_for_every_order():
@@ -362,9 +378,11 @@ def test_renyi_extreme_widths_give_the_exact_limits(rule):
     fine = renyi(T, X, y, width=1e-30, width_rule=rule)  # sigma^2 underflows: K = identity
     assert fine["H_T"] == pytest.approx(8.0, abs=1e-9)  # 256 distinct samples
     assert fine["I_XT"] == pytest.approx(8.0, abs=1e-9) and fine["saturated"]
-    assert fine["I_TY"] == pytest.approx(fine["H_Y"], abs=1e-9)  # each sample tells its label
+    # T tells every sample apart, so its label: I_TY is the batch's label entropy of order 1.01
+    assert fine["I_TY"] == pytest.approx(fine["H_Y"], abs=1e-3) and fine["I_TY"] <= fine["H_Y"]
     coarse = renyi(T, X, y, width=1e30, width_rule=rule)  # K = 1: nothing told apart
-    assert coarse["H_T"] == pytest.approx(0.0, abs=1e-9) and coarse["I_XT"] == 0.0
+    # K = 1 exactly; its float32 spectrum (256, then round-off ~1e-5) reads ~1e-5 bits
+    assert 0 <= coarse["H_T"] < 1e-4 and 0 <= coarse["I_XT"] < 1e-4
 
 
 def test_renyi_reads_activations_too_large_for_float32_distances():

@@ -12,7 +12,14 @@ import pandas as pd
 import pytest
 
 import infoflow
-from infoflow.report.load import LoadError, config_columns, final_summary, load, varying_keys
+from infoflow.report.load import (
+    LoadError,
+    config_columns,
+    final_summary,
+    load,
+    t_quantile,
+    varying_keys,
+)
 
 HIDDEN = {"mlp1": "[128]", "mlp3": "[256, 128, 64]", "cnn": None}
 LAYERS = {"mlp1": ["fc1"], "mlp3": ["fc1", "fc2", "fc3"], "cnn": ["conv1", "conv2"]}
@@ -293,3 +300,11 @@ def test_a_seed_in_two_runs_is_counted_once():
     seed0 = runs[0]["I_XT"].iloc[-1] + 0.5  # the two runs of seed 0, averaged
     expected = (seed0 + job_frame("mlp1", 1)["I_XT"].iloc[-1]) / 2
     assert summary["I_XT_mean"].iloc[0] == pytest.approx(expected)
+
+
+def test_t_quantile_is_students():
+    from scipy import stats
+
+    n = np.arange(0, 60)
+    expected = stats.t.ppf(0.975, np.where(n >= 2, n - 1, np.nan))
+    np.testing.assert_array_equal(t_quantile(n), expected)  # NaN below 2 seeds, as expected

@@ -60,7 +60,7 @@ def test_bad_schedule_names_key_rule_and_value(bad):
         parse_eval(bad)
     msg = str(info.value)
     assert "trainer.eval" in msg and "must be" in msg and repr(bad) in msg
-    with pytest.raises(ConfigError, match="trainer.eval"):  # at the boundary, as every key
+    with pytest.raises(ConfigError, match=r"trainer\.eval"):  # at the boundary, as every key
         validate({"trainer": {"eval": bad}})
 
 

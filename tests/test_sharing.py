@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-import infoflow.training.loop as train_mod
+import infoflow.training.probe as train_mod
 from benchmarks.single import run
 from infoflow.estimators import binning
 from infoflow.io import write_json
-from infoflow.sweep.cache import TrainCache
 from infoflow.spec import JobSpec
+from infoflow.sweep.cache import TrainCache
 from infoflow.sweep.sharing import SharedEstimates, plan_path, plan_sweep
 from infoflow.training.data import load_digits
 from infoflow.training.loop import TrainerConfig

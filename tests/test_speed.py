@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from benchmarks.single import Trainer
 from infoflow.training.data import Dataset, load_mnist
-from infoflow.training.loop import EVAL_BLOCK_FLOATS, eval_batch_rows, evaluate
 from infoflow.training.models import CNN, MLP
+from infoflow.training.probe import EVAL_BLOCK_FLOATS, eval_batch_rows, evaluate
 
 
 def tiny_data(n_train: int = 64, n_eval: int = 40, side: int = 12) -> Dataset:

@@ -24,8 +24,9 @@ from infoflow.sweep.cache import TrainCache
 from infoflow.sweep.job import Job
 from infoflow.sweep.launcher import MAX_STACK, LauncherError, PlannedJob, check_options, make_stacks
 from infoflow.training.data import load_digits
-from infoflow.training.loop import Member, Recorder, StackTrainer, TrainerConfig, train_stack
+from infoflow.training.loop import Member, Recorder, TrainerConfig, train_stack
 from infoflow.training.models import CNN, MLP
+from infoflow.training.trainer import StackTrainer
 
 DATA = load_digits()
 TRAINER = TrainerConfig(epochs=3, batch_size=64)
@@ -278,7 +279,8 @@ def test_each_job_of_a_stack_logs_its_own_seed_to_its_own_file(tmp_path):
 def test_a_bad_stack_cap_stops_the_sweep_before_any_job(tmp_path):
     out = cli(*SEEDS, "hydra.launcher.max_stack=0", "hydra.sweep.dir=sw", cwd=tmp_path)
     assert out.returncode == 1
-    assert "infoflow: error: hydra.launcher.max_stack must be an integer between 1 and 128" in out.stdout
+    expected = "infoflow: error: hydra.launcher.max_stack must be an integer between 1 and 128"
+    assert expected in out.stdout
     assert not (tmp_path / "sw" / "0").exists()
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-import infoflow.training.loop as train_mod
+import infoflow.training.trainer as train_mod
 from benchmarks.single import run
 from infoflow.estimators import binning
 from infoflow.io import write_json

@@ -19,8 +19,8 @@ from infoflow.training.data import (
     load_tishby,
     tishby_patterns,
 )
-from infoflow.training.loop import evaluate, measure
 from infoflow.training.models import MLP
+from infoflow.training.probe import evaluate, measure
 
 # ---------------------------------------------------------------------------------------------
 # the generator
@@ -328,20 +328,21 @@ def test_reduced_tishby2017_compresses_the_deepest_layers(cli, tmp_path):
 def test_plane_has_the_papers_axes_and_log_epoch_colours():
     from matplotlib.colors import SymLogNorm
 
-    from infoflow.report.plots import _epoch_norm, _log_spaced, information_plane
+    from infoflow.report.plots import _epoch_norm, information_plane, log_schedule
 
     epochs = np.unique(np.rint(np.geomspace(1, 10_000, 60))).astype(int)  # full batch: whole
     epochs = np.concatenate([[0], epochs])
     rows = [
         {"run_id": f"r{seed}", "model": "ib_net", "data": "tishby", "epoch": e, "layer": layer,
          "layer_name": f"fc{layer}", "I_XT": 12 - layer * (1 + 0.1 * seed) - e / 5000,
-         "I_TY": min(1.0, 0.2 * layer + e / 10_000), "n_samples": 4096, "H_Y": 0.99916}
+         "I_TY": min(1.0, 0.2 * layer + e / 10_000), "n_samples": 4096, "H_Y": 0.99916,
+         "trainer.eval": "log:60"}
         for seed in (0, 1) for e in epochs for layer in (1, 2, 3)
     ]  # fmt: skip
     df = pd.DataFrame(rows)
-    assert _log_spaced(df["epoch"].astype(float))
-    assert isinstance(_epoch_norm(df["epoch"].astype(float)), SymLogNorm)
-    assert not _log_spaced(pd.Series(np.arange(0, 10_001, dtype=float)))  # every epoch: linear
+    assert log_schedule(df)  # the config says so: log-scaled epochs
+    assert isinstance(_epoch_norm(df["epoch"].astype(float), log_schedule(df)), SymLogNorm)
+    assert not log_schedule(df.assign(**{"trainer.eval": "epoch"}))  # every epoch: linear
     fig = information_plane(df)
     ax = fig.axes[0]
     assert ax.get_xlim()[0] <= 0 < 12 <= ax.get_xlim()[1] <= 12.5

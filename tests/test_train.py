@@ -16,8 +16,9 @@ from infoflow.spec import ConfigError, validate
 from infoflow.sweep.job import Job
 from infoflow.sweep.runner import resolve_threads
 from infoflow.training.data import load_digits
-from infoflow.training.loop import TrainerConfig, TrainingDiverged
+from infoflow.training.loop import TrainerConfig
 from infoflow.training.models import MLP
+from infoflow.training.trainer import TrainingDiverged
 
 DATA = load_digits()  # 1,437 train / 360 eval
 
@@ -180,7 +181,7 @@ def test_default_job_keys_are_valid(compose_cfg):
 
 
 def test_a_long_stretch_of_training_says_how_far_it_is(monkeypatch, caplog):
-    import infoflow.training.loop as loop
+    import infoflow.training.trainer as loop
 
     monkeypatch.setattr(loop, "PROGRESS_S", 0.0)  # every chunk is "long"
     monkeypatch.setattr(loop, "PROGRESS_BATCHES", 10)

@@ -64,7 +64,11 @@ def _grams(Z: torch.Tensor, sigma: float) -> torch.Tensor:
     sq = Z.square().sum(-1)  # (k, b)
     D = torch.baddbmm(sq[:, None, :] + sq[:, :, None], Z, Z.transpose(1, 2), alpha=-2.0)
     D.clamp_(min=0.0).diagonal(dim1=1, dim2=2).zero_()  # exact zero self-distance  # (k, b, b)
-    E = D.div_(-2.0 * sigma**2)  # (k, b, b) exponents, in place
+    try:
+        two_var = 2.0 * sigma**2
+    except OverflowError:  # a Python float ** raises where * would give inf (sigma > 1e154)
+        two_var = math.inf
+    E = D.div_(-two_var)  # (k, b, b) exponents, in place
     return torch.exp(E.nan_to_num_(nan=0.0))  # only 0/0 is NaN here: equal points, kernel 1
 
 
@@ -196,22 +200,25 @@ def entropy_of(p: torch.Tensor, alpha: float, dims: int | tuple[int, ...] = -1) 
 
 
 def _stable_entropy(p: torch.Tensor, alpha: float, dims: int | tuple[int, ...]) -> torch.Tensor:
-    """The Renyi entropy of ``p / sum(p)`` in bits in a form accurate for every order.
+    """The Renyi entropy of ``q = p / sum p`` in bits in a form accurate for every order.
 
-    With ``q = p / sum p`` (an exact unit sum: the plain form's error near alpha = 1 came from
-    ``sum p != 1``), ``t_i = (alpha - 1) ln q_i`` and ``c = max_i t_i``,
-    ``ln sum q^alpha = ln sum q_i e^(t_i) = c + log1p(sum_i q_i expm1(t_i - c))``. The shift
-    keeps every exponential in (0, 1] (no underflow of the whole sum at large alpha: -> the
-    min-entropy -log2 max q), and ``expm1``/``log1p`` keep their relative precision as
-    alpha -> 1 (-> the Shannon entropy of q, von Neumann's of the matrix, with no 0/0). The
-    sum lies in (-1, 0], so ``0 <= S <= log2 #{q > 0}`` up to float64 rounding.
+    ``q`` has an exact unit sum (the plain form's error near alpha = 1 came from ``sum p != 1``
+    divided by 1 - alpha). Within 0.5 of 1, ``sum q^alpha = 1 + sum_i q_i expm1((alpha - 1)
+    ln q_i)``, taken through ``log1p``: the terms share one sign (no cancellation) and keep
+    their relative precision however close alpha is to 1, so S tends to the Shannon entropy of
+    q (von Neumann's of the matrix) with no 0/0. Farther from 1, a log-sum-exp of
+    ``alpha ln q`` shifted by its largest term: no sum of underflowed powers (alpha = 500:
+    0.1^500 = 0 in float64) becomes log(0), and S tends to the min-entropy -log2 max q.
+    Either way ``0 <= S <= log2 #{q > 0}`` up to float64 rounding.
     """
     total = p.sum(dims, keepdim=True)
-    q = p / total.clamp(min=torch.finfo(p.dtype).tiny)  # (..., n) unit sum
-    t = torch.where(q > 0, (alpha - 1.0) * q.log(), -math.inf)  # zero weights add nothing
-    c = t.amax(dims, keepdim=True)  # (..., 1) the largest term's exponent
-    inner = (q * torch.expm1(t - c)).sum(dims)  # in (-1, 0]
-    log_sum = c.reshape(inner.shape) + torch.log1p(inner)  # ln sum q^alpha
+    q = p / total.clamp(min=torch.finfo(p.dtype).tiny)  # unit sum
+    log_q = q.log()  # -inf where q = 0: those weights add nothing in either form
+    if abs(alpha - 1.0) <= 0.5:
+        t = torch.where(q > 0, (alpha - 1.0) * log_q, 0.0)  # ln q^(alpha - 1), |t| < 373
+        log_sum = torch.log1p((q * torch.expm1(t)).sum(dims))  # ln sum q^alpha
+    else:
+        log_sum = torch.logsumexp(alpha * log_q, dim=dims)
     return log_sum / ((1.0 - alpha) * LN2)
 
 

@@ -115,19 +115,6 @@ def log_schedule(df: pd.DataFrame) -> bool:
     return bool(values.str.startswith("log:").any())
 
 
-def _log_spaced(x: pd.Series) -> bool:
-    """Whether epochs *look* log-spaced: fractions of an epoch, or two decades or more with most
-    of them early. Not used by the figures, which follow :func:`log_schedule`; kept for callers
-    that hold epochs without their config."""
-    x = x.to_numpy(dtype=float)
-    if np.any(np.abs(x - np.round(x)) > 1e-9):
-        return True
-    pos = x[x > 0]
-    if pos.size < 3:
-        return False
-    return bool(pos.max() >= 100 * pos.min() and np.median(np.unique(pos)) < 0.1 * pos.max())
-
-
 def xt_ceiling(df: pd.DataFrame) -> pd.Series:
     """The ceiling of each row's I(X;T), in bits: ``H_max`` where the estimator wrote it, else
     log2(``n_samples``) (a deterministic net's binned I(X;T) cannot exceed it); NaN without
@@ -716,13 +703,9 @@ def _log_epoch_axis(ax, x: pd.Series) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
 
 
-def _epoch_norm(x: pd.Series, log: bool | None = None) -> Normalize:
-    """Colour scale of epochs: symlog for a ``log:N`` schedule (``log``), else linear.
-
-    ``log=None`` (callers without the config) falls back to :func:`_log_spaced`.
-    """
+def _epoch_norm(x: pd.Series, log: bool) -> Normalize:
+    """Colour scale of epochs: symlog for a ``log:N`` schedule (``log``), else linear."""
     top = max(1.0, float(x.max()))
-    log = _log_spaced(x) if log is None else log
     if log and (x > 0).any():
         return SymLogNorm(linthresh=float(x[x > 0].min()), linscale=0.4, vmin=0, vmax=top)
     return Normalize(vmin=0, vmax=top)

@@ -1,29 +1,23 @@
-"""The training loop: train on whole tensors, evaluate at scheduled points, estimate per-layer MI.
+"""The training loop: train a stack of seeds, evaluate at scheduled points, estimate per-layer MI.
 
 One path for one seed and for many: :func:`train_stack` trains a *stack*, S seeds of one
-configuration, as one stacked model (one Python step, one backward and one optimizer step for
-all of them, :func:`train_batches`); one seed is a stack of one. It reads top-down: resolve the
-evaluation schedule (``trainer.eval``, step 0 first), pick up each seed's checkpoint when
-resuming, then walk the points. At each point the nets' states come either from training in
-this process or from the training cache (another job with the same training key trained them);
-for each seed the probe samples (``probe.samples``, by default the evaluation split) go
-through its net once without autograd and each probed layer goes to its estimator. A seed's
-rows go to its recorder as soon as they exist (a job's recorder writes table, checkpoint and
-status). What a seed needs of its job (recorder, training cache, shared evaluation passes) it
-receives as objects: this module imports nothing of the sweep machinery. A seed that fails (a
-diverged loss, its estimator, its files) leaves the stack; the others go on.
-
-Training stays on the data's device: an epoch shuffles an index tensor per seed and slices
-batches; the loss and accuracy sums stay on the device and are read once per evaluation point
-(no per-batch host sync), which is also where a NaN/inf loss is detected, per seed.
+configuration, as one stacked model (:mod:`infoflow.training.trainer`); one seed is a stack of
+one. It reads top-down: resolve the evaluation schedule (``trainer.eval``, step 0 first), pick
+up each seed's checkpoint when resuming, then walk the points. At each point the nets' states
+come either from training in this process or from the training cache (another job with the
+same training key trained them); for each seed the probe samples (``probe.samples``, by default
+the evaluation split) go through its net once without autograd and each probed layer goes to
+its estimator (:mod:`infoflow.training.probe`). A seed's rows go to its recorder as soon as they
+exist (a job's recorder writes table, checkpoint and status). What a seed needs of its job
+(recorder, training cache, shared evaluation passes) it receives as objects: this module
+imports nothing of the sweep machinery. A seed that fails (a diverged loss, its estimator, its
+files) leaves the stack; the others go on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
@@ -31,29 +25,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from infoflow.errors import UserError
-from infoflow.training.data import Dataset, batches
-from infoflow.training.schedule import EvalPoint, eval_points, steps_per_epoch
+from infoflow.training.data import Dataset
+from infoflow.training.probe import Estimator, PointEstimate
+from infoflow.training.schedule import EvalPoint, eval_points
+from infoflow.training.trainer import SeedStats, StackTrainer, optimizer_over
 
 if TYPE_CHECKING:  # the objects a job hands in; never imported at run time (layers)
     from infoflow.sweep.cache import TrainCache
     from infoflow.sweep.sharing import SharedEstimates
 
 log = logging.getLogger(__name__)
-
-Estimator = Callable[..., dict]
-NO_TRAINING = {"train_loss": math.nan, "train_acc": math.nan}
-
-
-class TrainingDiverged(UserError, RuntimeError):
-    """The training loss became NaN or infinite; the job stops and keeps its finished rows."""
-
-
-#: one seed's figures since the last point, or the TrainingDiverged that ended it
-SeedStats = dict[str, float] | TrainingDiverged
 
 
 @dataclass(frozen=True)
@@ -85,11 +68,6 @@ class Recorder:
 
     def finish(self) -> None:
         pass
-
-
-def probe_names(model: nn.Module, probe_output: bool) -> list[str]:
-    """Names of the probed layers, in the order ``evaluate`` returns them."""
-    return [*model.probe_names, "output"] if probe_output else list(model.probe_names)
 
 
 @dataclass(eq=False)
@@ -361,410 +339,6 @@ def restore_from_cache(stack: Stack, caches: list[TrainCache], i: int) -> None:
     log.info(
         "training %s (%s) from point %d", caches[0].dir, stack.who(), at.pop() if usable else 0
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# training
-
-
-@dataclass
-class TrainSums:
-    """Running sums over the samples trained on, per seed, kept on the device (no host sync)."""
-
-    loss: torch.Tensor  # (S,) float: sum of per-sample cross-entropy, nats
-    correct: torch.Tensor  # (S,) long: correctly classified samples
-    seen: int = 0  # per seed (every seed sees as many)
-
-    @classmethod
-    def zeros(cls, device: torch.device, seeds: int = 1) -> TrainSums:
-        return cls(
-            torch.zeros(seeds, device=device), torch.zeros(seeds, device=device, dtype=torch.long)
-        )
-
-
-def train_batches(
-    models: Sequence[nn.Module],
-    optimizer: torch.optim.Optimizer,
-    data: Dataset,
-    index_batches: Sequence[torch.Tensor],
-    sums: TrainSums,
-) -> None:
-    """The hot loop: one optimizer step of every seed per (S, B) index batch of the training
-    split, adding each seed's batch loss and accuracy to ``sums`` on the device.
-
-    Each seed's net runs on its own batch as it would alone (the same ops on the same shapes),
-    all seeds in one Python step: one backward through the sum of their losses (the gradient
-    of each seed's loss is exactly 1) and one optimizer step over every seed's parameters (per
-    parameter: each seed's step is its own). So a seed's numbers are bit for bit those of a
-    stack of one. (A batched matmul over a leading seed axis was measured not to be: see
-    docs/seeds.md.)
-    """
-    for model in models:
-        model.train()
-    for idx in index_batches:  # (S, B): seed k's batch in row k
-        x, y = data.x_train[idx], data.y_train[idx]  # (S, B, C, H, W), (S, B)
-        logits = [model(xk) for model, xk in zip(models, x)]  # S x (B, n_classes)
-        loss = torch.stack([F.cross_entropy(lk, yk) for lk, yk in zip(logits, y)])  # (S,)
-        optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        optimizer.step()
-        sums.loss += loss.detach() * idx.shape[1]  # stays on the device: no per-batch host sync
-        sums.correct += torch.stack(
-            [(lk.detach().argmax(1) == yk).sum() for lk, yk in zip(logits, y)]
-        )
-        sums.seen += idx.shape[1]
-
-
-#: batches trained between two looks at the clock, and the seconds between progress lines:
-#: a stretch of training between two evaluations that takes longer says how far it is
-PROGRESS_BATCHES = 32
-PROGRESS_S = 10.0
-
-
-class Progress:
-    """Logs how far a long stretch of training is, at most every :data:`PROGRESS_S` seconds:
-    one clock read per chunk of :data:`PROGRESS_BATCHES` batches, nothing on the hot path."""
-
-    def __init__(self, learner: StackTrainer, target: int) -> None:
-        self.learner, self.begin, self.target = learner, learner.step, target
-        self.t0 = self.last = time.perf_counter()
-
-    def tick(self) -> None:
-        now = time.perf_counter()
-        if now - self.last < PROGRESS_S or self.learner.step >= self.target:
-            return
-        self.last = now
-        done, todo = self.learner.step - self.begin, self.target - self.begin
-        per_epoch = self.learner.per_epoch
-        epoch = -(-self.learner.step // per_epoch)  # the epoch the last step belongs to
-        log.info(
-            "training: step %d/%d to the next evaluation (%.0f%%; epoch %d, %d/%d of its steps), "
-            "%.0f s so far, about %.0f s to go",
-            done,
-            todo,
-            100 * done / todo,
-            epoch,
-            self.learner.step - (epoch - 1) * per_epoch,
-            per_epoch,
-            now - self.t0,
-            (now - self.t0) * (todo - done) / max(done, 1),
-        )
-
-
-class StackTrainer:
-    """A training position of S seeds trained as one stacked model: their nets, one optimizer
-    over all their parameters, one batch-order generator per seed, steps done (the same for
-    every seed).
-
-    Epochs draw a fresh permutation of the training split per seed from its generator (seeded
-    with the seed) and step through its batch-size slices; ``advance`` may stop mid-epoch (log
-    schedules) and each seed's state keeps its epoch's order, so training resumes exactly. A
-    seed's state (:meth:`state_dict`) is the state of its net trained alone: the same keys, the
-    same optimizer state, usable by a stack of any size.
-    """
-
-    def __init__(
-        self,
-        models: Sequence[nn.Module],
-        optimizer: torch.optim.Optimizer,
-        data: Dataset,
-        batch_size: int,
-        seeds: Sequence[int],
-    ) -> None:
-        self.models, self.seeds = list(models), [int(s) for s in seeds]
-        self.optimizer, self.data, self.batch_size = optimizer, data, batch_size
-        self.device = data.x_train.device
-        self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in self.seeds]
-        self.n = len(data.y_train)
-        self.per_epoch = steps_per_epoch(self.n, batch_size)
-        self.step = 0
-        self.order: torch.Tensor | None = None  # (S, n): each seed's order of this epoch
-        self.epoch_batches: list[torch.Tensor] = []  # [(S, B)] slices of the order
-        self.initial = [copy.deepcopy(self.state_dict(k)) for k in range(len(self.models))]
-
-    def advance(self, step: int) -> list[SeedStats]:
-        """Train until ``step`` optimizer steps are done; per seed, the mean loss and accuracy
-        of the samples seen since the last call (NaN if none), or the ``TrainingDiverged`` of
-        a seed whose loss over them is NaN or infinite."""
-        sums = TrainSums.zeros(self.device, len(self.models))
-        begin = self.step
-        progress = Progress(self, step)
-        while self.step < step:
-            pos = self.step % self.per_epoch
-            if pos == 0:
-                self.new_epoch()
-            # in chunks of batches, so that a long stretch says how far it is between them
-            stop = min(self.per_epoch, pos + step - self.step, pos + PROGRESS_BATCHES)
-            train_batches(
-                self.models, self.optimizer, self.data, self.epoch_batches[pos:stop], sums
-            )
-            self.step += stop - pos
-            progress.tick()
-        if sums.seen == 0:
-            return [dict(NO_TRAINING) for _ in self.models]
-        stats: list[SeedStats] = []
-        for loss, correct in zip(sums.loss.tolist(), sums.correct.tolist()):  # one host sync
-            train_loss = loss / sums.seen
-            if math.isfinite(train_loss):
-                stats.append({"train_loss": train_loss, "train_acc": correct / sums.seen})
-            else:
-                stats.append(
-                    TrainingDiverged(
-                        f"training diverged: train_loss is {train_loss} over optimizer steps "
-                        f"{begin + 1}..{self.step} (epoch {self.step / self.per_epoch:.2f}); the "
-                        "rows measured before are kept. Try a smaller optimizer.lr."
-                    )
-                )
-        return stats
-
-    def new_epoch(self) -> None:
-        """Draw every seed's order of the next epoch."""
-        orders = [
-            torch.cat(list(batches(self.n, self.batch_size, g, self.device)))
-            for g in self.generators
-        ]  # [(n,)]
-        self.set_order(torch.stack(orders))
-
-    def set_order(self, order: torch.Tensor | None) -> None:
-        self.order = order  # (S, n)
-        self.epoch_batches = [] if order is None else list(order.split(self.batch_size, dim=1))
-
-    def drop(self, positions: Sequence[int]) -> None:
-        """Take the seeds at ``positions`` out of the stack; the others go on unchanged."""
-        if not positions:
-            return
-        keep = [k for k in range(len(self.models)) if k not in set(positions)]
-        for name in ("models", "seeds", "generators", "initial"):
-            setattr(self, name, [getattr(self, name)[k] for k in keep])
-        self.optimizer = optimizer_over(self.optimizer, self.models)
-        self.set_order(None if self.order is None or not keep else self.order[keep])
-
-    def state_dict(self, k: int = 0) -> dict[str, Any]:
-        """Everything needed to continue training seed ``k`` bit for bit, alone or stacked."""
-        mid_epoch = self.step % self.per_epoch != 0
-        return {
-            "model": self.models[k].state_dict(),
-            "optimizer": seed_optimizer_state(self.optimizer, self.models[k]),
-            "generator": self.generators[k].get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "step": self.step,
-            "order": self.order[k].clone() if mid_epoch and self.order is not None else None,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any], k: int = 0) -> None:
-        """Put seed ``k`` at ``state``; every seed of a stack must be put at the same step."""
-        self.models[k].load_state_dict(state["model"])
-        load_seed_optimizer_state(self.optimizer, self.models[k], state["optimizer"])
-        self.generators[k].set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.step = int(state["step"])
-        order = state["order"]
-        if order is None:
-            self.set_order(None)
-            return
-        if self.order is None:
-            self.set_order(order.new_empty(len(self.models), len(order)).to(self.device))
-        self.order[k] = order.to(self.device)  # the slices are views: they follow
-
-
-def optimizer_over(
-    optimizer: torch.optim.Optimizer, models: Sequence[nn.Module]
-) -> torch.optim.Optimizer:
-    """An optimizer like ``optimizer`` over the parameters of ``models``, each parameter with
-    the state it has in ``optimizer``."""
-    params = [p for m in models for p in m.parameters()]
-    new = type(optimizer)(params, **optimizer.defaults)
-    new.state.update({p: optimizer.state[p] for p in params if p in optimizer.state})
-    return new
-
-
-def _over_exactly(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> bool:
-    """Whether ``optimizer`` holds exactly ``params``, in order (compared by identity)."""
-    held = [p for g in optimizer.param_groups for p in g["params"]]
-    return len(held) == len(params) and all(a is b for a, b in zip(held, params))
-
-
-def seed_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, Any]:
-    """The ``state_dict`` an optimizer over ``model``'s parameters alone would have."""
-    params = list(model.parameters())
-    if _over_exactly(optimizer, params):
-        return optimizer.state_dict()  # a stack of one
-    return optimizer_over(optimizer, [model]).state_dict()
-
-
-def load_seed_optimizer_state(
-    optimizer: torch.optim.Optimizer, model: nn.Module, state: Mapping[str, Any]
-) -> None:
-    """Load the state of an optimizer over ``model``'s parameters alone into ``optimizer``."""
-    params = list(model.parameters())
-    if _over_exactly(optimizer, params):
-        optimizer.load_state_dict(state)
-        return
-    alone = type(optimizer)(params, **optimizer.defaults)
-    alone.load_state_dict(state)
-    for p in params:
-        optimizer.state.pop(p, None)
-        if p in alone.state:
-            optimizer.state[p] = alone.state[p]
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluation and estimation
-
-
-# Most values (floats) the widest probe of one evaluation batch may hold on the CPU: 16 MB of
-# float32, about what a last-level cache holds, so that a wide conv's activation maps do not go
-# through memory at every op (the CNN's pass is about twice as fast; docs/speed.md). Nets up to
-# 1,024 units wide keep the configured 4096 rows (the MLPs' numbers do not depend on it).
-EVAL_BLOCK_FLOATS = 2**22
-
-
-def eval_batch_rows(model: nn.Module, batch_size: int) -> int:
-    """Rows per evaluation batch: ``batch_size``, cut so that ``rows * widest probe`` stays
-    within ``EVAL_BLOCK_FLOATS`` (at least 1 row). Models without ``probe_units`` keep it."""
-    widest = max(getattr(model, "probe_units", None) or [1])
-    return max(1, min(batch_size, EVAL_BLOCK_FLOATS // widest))
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    data: Dataset,
-    batch_size: int,
-    probe_output: bool = False,
-    out: list[torch.Tensor] | None = None,
-    samples: str = "eval",
-) -> tuple[dict[str, float], list[torch.Tensor]]:
-    """Run the probe samples through the net once; return the evaluation metrics and probes.
-
-    The probes are one (n_probe, units) tensor per probed layer (a conv's map flattened
-    channel-major), on the data's device, over the samples ``data.probe_set(samples)``
-    (``probe.samples``: the evaluation split, the training split, or both); with
-    ``probe_output`` the softmax output (n_probe, n_classes) is appended as the last layer.
-    ``eval_loss`` and ``eval_acc`` are always over the evaluation split: the first rows of the
-    pass when it holds them, else (``samples="train"``) one more pass without probes.
-    Each batch's probes are copied into preallocated (n_probe, units) tensors as they come
-    (one copy, no ``torch.cat`` of all the batches at the end: the CNN's conv1 probe alone is
-    10,000 x 12,544 floats, 500 MB, on Fashion-MNIST). The batch size changes memory and
-    speed only, not the values (up to float rounding of the summation order).
-
-    On the CPU ``batch_size`` is an upper bound: the batch is cut further so that the widest
-    probe of a batch holds at most ``EVAL_BLOCK_FLOATS`` values (see :func:`eval_batch_rows`).
-
-    ``out``: the layers returned by an earlier call, to be overwritten when their shapes match
-    (:class:`PointEstimate` passes them at every point): a fresh buffer's pages are faulted in
-    by the kernel at first write, which for the CNN's 750 MB of probes on Fashion-MNIST is a
-    large part of the pass.
-    """
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    x_probe, y_probe = data.probe_set(samples)  # (n, ...), (n,): the evaluation split first
-    n = len(y_probe)
-    eval_rows = len(data.y_eval) if samples != "train" else 0  # leading rows of the pass
-    if x_probe.device.type == "cpu":  # a GPU runs the configured batch size
-        batch_size = eval_batch_rows(model, batch_size)
-    layers: list[torch.Tensor] = []  # [(n, units)], allocated at the first batch
-    start = 0
-    for x, y in zip(x_probe.split(batch_size), y_probe.split(batch_size)):
-        logits, probes = model(x, probe=True)  # (B, n_classes), [(B, *unit_shape)]
-        m = min(len(y), max(0, eval_rows - start))  # this batch's evaluation rows (first)
-        if m:
-            loss_sum += F.cross_entropy(logits[:m], y[:m], reduction="sum")
-            correct += (logits[:m].argmax(1) == y[:m]).sum()
-        if probe_output:
-            probes = [*probes, logits.softmax(1)]  # (B, n_classes)
-        if len(y) == n:  # one batch: the probes are the layers, no copy for dense ones
-            layers = [p.flatten(1).contiguous() for p in probes]  # [(n, units)]
-            break
-        if not layers:
-            layers = reuse_or_allocate(out, probes, n)  # [(n, units)]
-        for layer, p in zip(layers, probes):
-            # one strided copy, channel-major whatever p's memory format (a conv's NHWC map
-            # goes straight into its rows: no flattened temporary)
-            layer[start : start + len(y)].view(p.shape).copy_(p)  # (B, *unit_shape)
-        start += len(y)
-    if samples == "train":  # the evaluation split is not in the pass: its figures alone
-        for x, y in zip(data.x_eval.split(batch_size), data.y_eval.split(batch_size)):
-            logits = model(x)  # (B, n_classes)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-    n_eval = len(data.y_eval)
-    metrics = {"eval_loss": float(loss_sum) / n_eval, "eval_acc": float(correct) / n_eval}
-    return metrics, layers
-
-
-class PointEstimate:
-    """A point's rows: the evaluation pass and the estimate, or the rows another job stored.
-
-    Called with an evaluation point and its training figures, returns the point's rows (one
-    per probed layer: estimates, training and evaluation figures) and a note for the log. With
-    ``shared``, rows another job of this training key stored are read instead of evaluating,
-    and an evaluation pass also estimates the rows the other jobs lack. The probes' buffers are
-    reused from point to point.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        data: Dataset,
-        estimator: Estimator,
-        eval_batch_size: int,
-        probe_output: bool = False,
-        shared: SharedEstimates | None = None,
-        samples: str = "eval",
-    ) -> None:
-        self.model, self.data, self.estimator = model, data, estimator
-        self.eval_batch_size, self.probe_output, self.shared = eval_batch_size, probe_output, shared
-        self.samples = samples  # probe.samples
-        self.buffers: list[torch.Tensor] | None = None  # [(n_probe, units)], reused
-
-    def __call__(self, point: EvalPoint, train_stats: dict) -> tuple[list[dict], str]:
-        shared = self.shared
-        stored = shared.load(point.index) if shared is not None else None
-        if stored is not None:
-            return stored, "rows from another job's evaluation"
-        with_output = self.probe_output or (shared is not None and shared.needs_output)
-        eval_stats, self.buffers = evaluate(
-            self.model, self.data, self.eval_batch_size, with_output, self.buffers, self.samples
-        )
-        figures = {**train_stats, **eval_stats}
-
-        def rows(estimator: Estimator, layers: list[torch.Tensor], output: bool) -> list[dict]:
-            used = layers if output else layers[: len(self.model.probe_names)]
-            names = probe_names(self.model, output)
-            measured = measure(used, self.data, estimator, names, self.samples)
-            return [{"epoch": point.epoch, "step": point.step, **r, **figures} for r in measured]
-
-        new = rows(self.estimator, self.buffers, self.probe_output)
-        others = shared.estimate_others(point.index, rows, self.buffers) if shared else 0
-        return new, f"+ {others} other job(s)' estimates" if others else ""
-
-
-def reuse_or_allocate(
-    out: list[torch.Tensor] | None, probes: list[torch.Tensor], n: int
-) -> list[torch.Tensor]:
-    """(n, units) buffers for ``probes``' layers: ``out`` if it fits them, else new ones."""
-    shapes = [(n, p[0].numel()) for p in probes]
-    fits = out is not None and [(tuple(b.shape), b.dtype, b.device) for b in out] == [
-        (s, p.dtype, p.device) for s, p in zip(shapes, probes)
-    ]
-    return list(out) if fits else [p.new_empty(s) for s, p in zip(shapes, probes)]
-
-
-def measure(
-    layers: list[torch.Tensor],
-    data: Dataset,
-    estimator: Estimator,
-    names: list[str],
-    samples: str = "eval",
-) -> list[dict]:
-    """One row per probed layer: its estimates and extras, on ``data.probe_set(samples)``."""
-    X, Y = data.probe_set(samples)  # the samples the layers hold, in the same order
-    rows = []
-    for i, (name, T) in enumerate(zip(names, layers), start=1):
-        est = estimator(T, X, Y)
-        rows.append({"layer": i, "layer_name": name, "units": T.shape[1], **est})
-    return rows
 
 
 def log_point(

@@ -1,0 +1,279 @@
+"""Training a stack of seeds on whole tensors: one Python step, one backward and one optimizer
+step for all of them, each seed's numbers those of its net trained alone (bit for bit on the
+CPU); its position (nets, optimizer state, batch orders, step) saved and restored per seed.
+
+An epoch shuffles an index tensor per seed and slices batches; the loss and accuracy sums stay
+on the device and are read once per evaluation point (no per-batch host sync), which is also
+where a NaN/inf loss is detected, per seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from infoflow.errors import UserError
+from infoflow.training.data import Dataset, batches
+from infoflow.training.schedule import steps_per_epoch
+
+log = logging.getLogger(__name__)
+
+NO_TRAINING = {"train_loss": math.nan, "train_acc": math.nan}
+
+
+class TrainingDiverged(UserError, RuntimeError):
+    """The training loss became NaN or infinite; the job stops and keeps its finished rows."""
+
+
+#: one seed's figures since the last point, or the TrainingDiverged that ended it
+SeedStats = dict[str, float] | TrainingDiverged
+
+
+@dataclass
+class TrainSums:
+    """Running sums over the samples trained on, per seed, kept on the device (no host sync)."""
+
+    loss: torch.Tensor  # (S,) float: sum of per-sample cross-entropy, nats
+    correct: torch.Tensor  # (S,) long: correctly classified samples
+    seen: int = 0  # per seed (every seed sees as many)
+
+    @classmethod
+    def zeros(cls, device: torch.device, seeds: int = 1) -> TrainSums:
+        return cls(
+            torch.zeros(seeds, device=device), torch.zeros(seeds, device=device, dtype=torch.long)
+        )
+
+
+def train_batches(
+    models: Sequence[nn.Module],
+    optimizer: torch.optim.Optimizer,
+    data: Dataset,
+    index_batches: Sequence[torch.Tensor],
+    sums: TrainSums,
+) -> None:
+    """The hot loop: one optimizer step of every seed per (S, B) index batch of the training
+    split, adding each seed's batch loss and accuracy to ``sums`` on the device.
+
+    Each seed's net runs on its own batch as it would alone (the same ops on the same shapes),
+    all seeds in one Python step: one backward through the sum of their losses (the gradient
+    of each seed's loss is exactly 1) and one optimizer step over every seed's parameters (per
+    parameter: each seed's step is its own). So a seed's numbers are bit for bit those of a
+    stack of one. (A batched matmul over a leading seed axis was measured not to be: see
+    docs/seeds.md.)
+    """
+    for model in models:
+        model.train()
+    for idx in index_batches:  # (S, B): seed k's batch in row k
+        x, y = data.x_train[idx], data.y_train[idx]  # (S, B, C, H, W), (S, B)
+        logits = [model(xk) for model, xk in zip(models, x)]  # S x (B, n_classes)
+        loss = torch.stack([F.cross_entropy(lk, yk) for lk, yk in zip(logits, y)])  # (S,)
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+        sums.loss += loss.detach() * idx.shape[1]  # stays on the device: no per-batch host sync
+        sums.correct += torch.stack(
+            [(lk.detach().argmax(1) == yk).sum() for lk, yk in zip(logits, y)]
+        )
+        sums.seen += idx.shape[1]
+
+
+#: batches trained between two looks at the clock, and the seconds between progress lines:
+#: a stretch of training between two evaluations that takes longer says how far it is
+PROGRESS_BATCHES = 32
+PROGRESS_S = 10.0
+
+
+class Progress:
+    """Logs how far a long stretch of training is, at most every :data:`PROGRESS_S` seconds:
+    one clock read per chunk of :data:`PROGRESS_BATCHES` batches, nothing on the hot path."""
+
+    def __init__(self, learner: StackTrainer, target: int) -> None:
+        self.learner, self.begin, self.target = learner, learner.step, target
+        self.t0 = self.last = time.perf_counter()
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_S or self.learner.step >= self.target:
+            return
+        self.last = now
+        done, todo = self.learner.step - self.begin, self.target - self.begin
+        per_epoch = self.learner.per_epoch
+        epoch = -(-self.learner.step // per_epoch)  # the epoch the last step belongs to
+        log.info(
+            "training: step %d/%d to the next evaluation (%.0f%%; epoch %d, %d/%d of its steps), "
+            "%.0f s so far, about %.0f s to go",
+            done,
+            todo,
+            100 * done / todo,
+            epoch,
+            self.learner.step - (epoch - 1) * per_epoch,
+            per_epoch,
+            now - self.t0,
+            (now - self.t0) * (todo - done) / max(done, 1),
+        )
+
+
+class StackTrainer:
+    """A training position of S seeds trained as one stacked model: their nets, one optimizer
+    over all their parameters, one batch-order generator per seed, steps done (the same for
+    every seed).
+
+    Epochs draw a fresh permutation of the training split per seed from its generator (seeded
+    with the seed) and step through its batch-size slices; ``advance`` may stop mid-epoch (log
+    schedules) and each seed's state keeps its epoch's order, so training resumes exactly. A
+    seed's state (:meth:`state_dict`) is the state of its net trained alone: the same keys, the
+    same optimizer state, usable by a stack of any size.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        optimizer: torch.optim.Optimizer,
+        data: Dataset,
+        batch_size: int,
+        seeds: Sequence[int],
+    ) -> None:
+        self.models, self.seeds = list(models), [int(s) for s in seeds]
+        self.optimizer, self.data, self.batch_size = optimizer, data, batch_size
+        self.device = data.x_train.device
+        self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in self.seeds]
+        self.n = len(data.y_train)
+        self.per_epoch = steps_per_epoch(self.n, batch_size)
+        self.step = 0
+        self.order: torch.Tensor | None = None  # (S, n): each seed's order of this epoch
+        self.epoch_batches: list[torch.Tensor] = []  # [(S, B)] slices of the order
+        self.initial = [copy.deepcopy(self.state_dict(k)) for k in range(len(self.models))]
+
+    def advance(self, step: int) -> list[SeedStats]:
+        """Train until ``step`` optimizer steps are done; per seed, the mean loss and accuracy
+        of the samples seen since the last call (NaN if none), or the ``TrainingDiverged`` of
+        a seed whose loss over them is NaN or infinite."""
+        sums = TrainSums.zeros(self.device, len(self.models))
+        begin = self.step
+        progress = Progress(self, step)
+        while self.step < step:
+            pos = self.step % self.per_epoch
+            if pos == 0:
+                self.new_epoch()
+            # in chunks of batches, so that a long stretch says how far it is between them
+            stop = min(self.per_epoch, pos + step - self.step, pos + PROGRESS_BATCHES)
+            train_batches(
+                self.models, self.optimizer, self.data, self.epoch_batches[pos:stop], sums
+            )
+            self.step += stop - pos
+            progress.tick()
+        if sums.seen == 0:
+            return [dict(NO_TRAINING) for _ in self.models]
+        stats: list[SeedStats] = []
+        for loss, correct in zip(sums.loss.tolist(), sums.correct.tolist()):  # one host sync
+            train_loss = loss / sums.seen
+            if math.isfinite(train_loss):
+                stats.append({"train_loss": train_loss, "train_acc": correct / sums.seen})
+            else:
+                stats.append(
+                    TrainingDiverged(
+                        f"training diverged: train_loss is {train_loss} over optimizer steps "
+                        f"{begin + 1}..{self.step} (epoch {self.step / self.per_epoch:.2f}); the "
+                        "rows measured before are kept. Try a smaller optimizer.lr."
+                    )
+                )
+        return stats
+
+    def new_epoch(self) -> None:
+        """Draw every seed's order of the next epoch."""
+        orders = [
+            torch.cat(list(batches(self.n, self.batch_size, g, self.device)))
+            for g in self.generators
+        ]  # [(n,)]
+        self.set_order(torch.stack(orders))
+
+    def set_order(self, order: torch.Tensor | None) -> None:
+        self.order = order  # (S, n)
+        self.epoch_batches = [] if order is None else list(order.split(self.batch_size, dim=1))
+
+    def drop(self, positions: Sequence[int]) -> None:
+        """Take the seeds at ``positions`` out of the stack; the others go on unchanged."""
+        if not positions:
+            return
+        keep = [k for k in range(len(self.models)) if k not in set(positions)]
+        for name in ("models", "seeds", "generators", "initial"):
+            setattr(self, name, [getattr(self, name)[k] for k in keep])
+        self.optimizer = optimizer_over(self.optimizer, self.models)
+        self.set_order(None if self.order is None or not keep else self.order[keep])
+
+    def state_dict(self, k: int = 0) -> dict[str, Any]:
+        """Everything needed to continue training seed ``k`` bit for bit, alone or stacked."""
+        mid_epoch = self.step % self.per_epoch != 0
+        return {
+            "model": self.models[k].state_dict(),
+            "optimizer": seed_optimizer_state(self.optimizer, self.models[k]),
+            "generator": self.generators[k].get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "order": self.order[k].clone() if mid_epoch and self.order is not None else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], k: int = 0) -> None:
+        """Put seed ``k`` at ``state``; every seed of a stack must be put at the same step."""
+        self.models[k].load_state_dict(state["model"])
+        load_seed_optimizer_state(self.optimizer, self.models[k], state["optimizer"])
+        self.generators[k].set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        order = state["order"]
+        if order is None:
+            self.set_order(None)
+            return
+        if self.order is None:
+            self.set_order(order.new_empty(len(self.models), len(order)).to(self.device))
+        self.order[k] = order.to(self.device)  # the slices are views: they follow
+
+
+def optimizer_over(
+    optimizer: torch.optim.Optimizer, models: Sequence[nn.Module]
+) -> torch.optim.Optimizer:
+    """An optimizer like ``optimizer`` over the parameters of ``models``, each parameter with
+    the state it has in ``optimizer``."""
+    params = [p for m in models for p in m.parameters()]
+    new = type(optimizer)(params, **optimizer.defaults)
+    new.state.update({p: optimizer.state[p] for p in params if p in optimizer.state})
+    return new
+
+
+def _over_exactly(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> bool:
+    """Whether ``optimizer`` holds exactly ``params``, in order (compared by identity)."""
+    held = [p for g in optimizer.param_groups for p in g["params"]]
+    return len(held) == len(params) and all(a is b for a, b in zip(held, params))
+
+
+def seed_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, Any]:
+    """The ``state_dict`` an optimizer over ``model``'s parameters alone would have."""
+    params = list(model.parameters())
+    if _over_exactly(optimizer, params):
+        return optimizer.state_dict()  # a stack of one
+    return optimizer_over(optimizer, [model]).state_dict()
+
+
+def load_seed_optimizer_state(
+    optimizer: torch.optim.Optimizer, model: nn.Module, state: Mapping[str, Any]
+) -> None:
+    """Load the state of an optimizer over ``model``'s parameters alone into ``optimizer``."""
+    params = list(model.parameters())
+    if _over_exactly(optimizer, params):
+        optimizer.load_state_dict(state)
+        return
+    alone = type(optimizer)(params, **optimizer.defaults)
+    alone.load_state_dict(state)
+    for p in params:
+        optimizer.state.pop(p, None)
+        if p in alone.state:
+            optimizer.state[p] = alone.state[p]
