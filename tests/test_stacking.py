@@ -290,7 +290,7 @@ def test_cli_stacks_give_the_numbers_of_jobs_run_alone_under_every_launcher(tmp_
     runs every job alone (a stack of one per job): the same tables, bit for bit."""
     stacked = cli(*SEEDS, "hydra.launcher.max_stack=2", "hydra.sweep.dir=st", cwd=tmp_path)
     assert stacked.returncode == 0, stacked.stdout[-3000:]
-    assert "seeds 0, 1 trained as one stacked model" in stacked.stdout
+    assert "seeds 0, 1 trained as one stack" in stacked.stdout
     alone = cli(*SEEDS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "runtime.threads=1",
                 "hydra.sweep.dir=jl", cwd=tmp_path)  # fmt: skip
     assert alone.returncode == 0, alone.stdout[-3000:]

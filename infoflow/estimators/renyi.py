@@ -181,7 +181,7 @@ def entropy_of(p: torch.Tensor, alpha: float, dims: int | tuple[int, ...] = -1) 
     p : tensor of shape (..., n) or (..., C, m), float64
         Trace-normalised eigenvalues (rounding negatives clipped to 0) or label frequencies.
     alpha : float
-        The Renyi order, > 0 and != 1.
+        The Renyi order, in (0, 1e6] and != 1.
     dims : int or tuple of int
         The axes summed over.
 
@@ -311,7 +311,8 @@ def renyi(
     Y : tensor or ndarray of shape (n_samples,)
         Discrete labels.
     alpha : float, default 1.01
-        Renyi order: any finite number > 0 and != 1 (Yu et al. 2020: 1.01, close to Shannon).
+        Renyi order in (0, 1e6], != 1 (Yu et al. 2020: 1.01, close to Shannon; from 1e6 on
+        the entropy is the min-entropy to 1e-6 relative, see ``_common.MAX_ALPHA``).
         alpha = 2 needs no eigenvalues (Frobenius norms): O(n^2) per batch instead of O(n^3).
         Orders within 0.01 of 1 are computed in a form that tends to the Shannon (von Neumann)
         entropy as alpha -> 1, large orders one that tends to the min-entropy (see

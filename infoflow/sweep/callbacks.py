@@ -64,6 +64,11 @@ class OutputDir(Callback):
     def __init__(self) -> None:
         self.lock: FileLock | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # launchers that pickle the callbacks for their workers (joblib, submitit): the lock
+        # stays with the launching process that holds it
+        return {**self.__dict__, "lock": None}
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         make_dir(config, "hydra.run.dir")
 
