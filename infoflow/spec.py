@@ -72,6 +72,8 @@ PROVIDED = {
 }
 #: the largest seed: torch's generators take 64-bit seeds and the tables store int64
 MAX_SEED = 2**63 - 1
+#: the most epochs: the schedule lists every evaluation point up front
+MAX_EPOCHS = 1_000_000
 
 
 def _int_in(low: int, high: int | None = None) -> tuple[Callable[[Any], bool], str]:
@@ -98,7 +100,7 @@ def _bool(v: Any) -> bool:
 #: breaks its rule unless it is in :data:`NULLABLE`.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": _int_in(0, MAX_SEED),
-    "trainer.epochs": _int_in(1),
+    "trainer.epochs": _int_in(1, MAX_EPOCHS),
     "trainer.batch_size": _int_in(1),
     "probe.batch_size": _int_in(1),
     "probe.output": (_bool, "must be true or false"),

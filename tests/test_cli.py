@@ -88,7 +88,7 @@ def test_the_readme_sweep_reaches_090_on_digits(cli, tmp_path):
             "estimator.bins must be an integer >= 2 (or null when estimator.bin_width is set), "
             "got 1",
         ),
-        (["trainer.epochs=0"], "trainer.epochs must be an integer >= 1, got 0"),
+        (["trainer.epochs=0"], "trainer.epochs must be an integer >= 1 and <= 1000000, got 0"),
         (["trainer.batch_size=0"], "trainer.batch_size must be an integer >= 1, got 0"),
         (["model.activation=gelu"], "model.activation must be one of relu, tanh, got 'gelu'"),
         (["data=imagenet"], "Could not find 'data/imagenet'"),

@@ -93,7 +93,7 @@ def test_experiment_seed_is_the_notebook(compose_cfg):
             "estimator.bins must be an integer >= 2 (or null when estimator.bin_width is set), "
             "got 1",
         ),
-        ("trainer.epochs=0", "trainer.epochs must be an integer >= 1, got 0"),
+        ("trainer.epochs=0", "trainer.epochs must be an integer >= 1 and <= 1000000, got 0"),
         ("trainer.batch_size=0", "trainer.batch_size must be an integer >= 1, got 0"),
         ("model.activation=sigmoid", "model.activation must be one of relu, tanh, got 'sigmoid'"),
         ("optimizer.lr=-1", "optimizer.lr must be a finite number > 0, got -1"),
@@ -117,7 +117,8 @@ def test_experiment_seed_is_the_notebook(compose_cfg):
         # null is a value like any other: it must pass the key's rule
         ("seed=null", "seed must be an integer >= 0 and <= 9223372036854775807, got None"),
         ("seed=9223372036854775808", "seed must be an integer >= 0 and <= 9223372036854775807"),
-        ("trainer.epochs=null", "trainer.epochs must be an integer >= 1, got None"),
+        ("trainer.epochs=null", "trainer.epochs must be an integer >= 1 and <= 1000000, got None"),
+        ("trainer.epochs=10000000000", "trainer.epochs must be an integer >= 1 and <= 1000000"),
         ("optimizer.lr=null", "optimizer.lr must be a finite number > 0, got None"),
         ("optimizer.lr=inf", "optimizer.lr must be a finite number > 0, got inf"),
         ("runtime.device=null", "runtime.device must be auto, cpu, cuda, cuda:N or mps, got None"),

@@ -7,6 +7,9 @@ import errno
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -188,3 +191,53 @@ def test_a_sweep_resumed_with_its_values_in_another_order_finds_its_jobs(tmp_pat
     ]
     assert job_numbers(resumed, 0, str(tmp_path)) == [0, 2, 4, 1, 3, 5]
     assert job_numbers(resumed, 0, None) == [0, 1, 2, 3, 4, 5]  # not resuming: launch order
+
+
+# ---------------------------------------------------------------------------------------------
+# the real CLI, signalled around its final merge
+
+MARKED_MERGE = r"""
+import os, runpy, sys, time
+from infoflow.sweep import callbacks
+
+real = callbacks.merge_sweep
+
+
+def merge(root, **kwargs):  # says when it starts, and lasts long enough to be hit
+    open(os.environ["MERGE_MARK"], "w").close()
+    time.sleep(0.2)
+    return real(root, **kwargs)
+
+
+callbacks.merge_sweep = merge
+sys.argv = ["infoflow", *sys.argv[1:]]
+runpy.run_module("infoflow", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sig", "offset"), [(signal.SIGTERM, 0.0), (signal.SIGINT, 0.1), (signal.SIGTERM, 0.3)]
+)
+def test_a_signal_around_the_final_merge_leaves_tables_that_match_the_jobs(tmp_path, sig, offset):
+    driver, mark = tmp_path / "driver.py", tmp_path / "merging"
+    driver.write_text(MARKED_MERGE)
+    env = {**os.environ, "MERGE_MARK": str(mark), "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    args = ("-m", "model=mlp1", "seed=0,1,2", "trainer.epochs=1", "hydra.sweep.dir=sw")
+    proc = subprocess.Popen(
+        [sys.executable, str(driver), *args], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not mark.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(offset)  # during the merge, at its end, or after it
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode in (0, 128 + sig), out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    jobs = pd.read_parquet(tmp_path / "sw" / io.JOBS_TABLE)
+    assert jobs.status.tolist() == ["completed"] * 3
+    merged = pd.read_parquet(tmp_path / "sw" / io.SWEEP_TABLE)
+    assert sorted(merged.run_id.unique()) == sorted(jobs.run_id)

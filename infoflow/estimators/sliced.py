@@ -16,7 +16,8 @@ bins** of each projection, with the Miller-Madow correction. Why this one:
 * equal-mass bins are invariant to any increasing transform of a projection, so the estimate
   does not depend on the scale of the layer (tanh or ReLU, 10 or 10,000 units): the resolution
   is set by ``bins``, not by the activations' units; the marginal entropies are log2(bins) and
-  the ceiling of every slice's I(X;T) is log2(bins), far from what a projection carries;
+  the ceiling of every slice's I(X;T) is log2(bins) (of at most N bins: min(bins, N) are used),
+  far from what a projection carries;
 * it handles a discrete Y directly (I(T;Y) projects T only, as the definition asks) and ties
   (dead ReLU rows project to equal values, which get equal bins);
 * it vectorises over slices: one matrix product for all projections, one sort per row for the
