@@ -62,8 +62,8 @@ import torch.nn.functional as F
 from single import Trainer
 
 from infoflow.estimators import binning
-from infoflow.spec import deterministic_kernels
 from infoflow.training.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, read_idx
+from infoflow.training.device import deterministic_kernels
 from infoflow.training.models import CNN, MLP
 from infoflow.training.probe import evaluate, measure
 
