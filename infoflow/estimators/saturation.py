@@ -13,7 +13,8 @@ REMEDIES = {
     "kde": "more noise (a larger estimator.noise_var, or estimator.noise_scale=neighbour: "
     "noise relative to the layer's nearest-neighbour gaps)",
     "renyi": "a wider kernel (a larger estimator.width)",
-    "sliced": "more equal-mass bins per projection (estimator.bins raises the ceiling log2(bins))",
+    "sliced": "more equal-mass bins per projection (estimator.bins; the ceiling is "
+    "log2 min(bins, n_samples), so bins beyond the sample count add nothing)",
     "per_neuron": "fewer bins (estimator.bins)",
 }
 
