@@ -21,7 +21,8 @@ holds a character other than ``A-Z a-z 0-9 _ . + -``, or the facet part would be
 100 characters, each such character becomes ``_``, the part is cut to 80 characters and
 ``~`` and the first 8 hex digits of the SHA-1 of the exact ``key=value__...`` text follow
 (``data.root=/data/fashion`` gives ``plane__data.root=_data_fashion~f77b4ea8.png``): names
-stay short and safe in a URL, and two facets never share a file. ``plane__*.png`` therefore lists every plane of any report.
+stay short and safe in a URL, and two facets never share a file. ``plane__*.png`` therefore
+lists every plane of any report.
 
 The varied keys are found from the table (:func:`infoflow.report.load.varying_keys`); seeds are
 never a facet, they are averaged. Rendering is headless (Agg, no pyplot). Errors a user can
