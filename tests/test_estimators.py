@@ -116,9 +116,9 @@ def mixture_entropy(centers: np.ndarray, v: float, n_grid: int = 100_001) -> flo
         axes = [np.linspace(c[:, k].min() - 10 * s, c[:, k].max() + 10 * s, m) for k in range(d)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, d)  # (G, d)
     lp = np.empty(len(grid))
-    for a in range(0, len(grid), 20_000):
-        D = ((grid[a : a + 20_000, None, :] - c[None, :, :]) ** 2).sum(-1)  # (g, N)
-        lp[a : a + 20_000] = (
+    for a in range(0, len(grid), 2_000):  # chunks that stay in cache
+        D = ((grid[a : a + 2_000, None, :] - c[None, :, :]) ** 2).sum(-1)  # (g, N)
+        lp[a : a + 2_000] = (
             logsumexp(-D / (2 * v), axis=1) - math.log(len(c)) - d / 2 * math.log(2 * math.pi * v)
         )
     f = np.exp(lp) * lp

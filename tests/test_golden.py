@@ -83,3 +83,13 @@ def test_sweep_matches_its_golden_table(name, cli, tmp_path):
         pd.testing.assert_frame_equal(new, golden, check_exact=True)
     except AssertionError as err:
         raise AssertionError(f"{err}\n{differences(new, golden)}") from None
+
+
+def test_the_readme_sweep_reaches_090_on_digits():
+    """The README's sweep (its golden table, which the sweep above reproduces bit for bit):
+    8 jobs, every model at >= 0.9 eval accuracy after 5 epochs."""
+    df = pd.read_parquet(GOLDEN / "readme_sweep.parquet")
+    assert df.groupby(["model", "estimator.bins"]).ngroups == 8
+    assert sorted(df.epoch.unique()) == [0, 1, 2, 3, 4, 5]
+    final = df[df.epoch == 5].groupby("model").eval_acc.min()
+    assert len(final) == 4 and (final >= 0.9).all(), final

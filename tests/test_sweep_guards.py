@@ -235,7 +235,9 @@ def test_a_signal_around_the_final_merge_leaves_tables_that_match_the_jobs(tmp_p
     if proc.poll() is None:
         proc.send_signal(sig)
     out = proc.communicate(timeout=120)[0]
-    assert proc.returncode in (0, 128 + sig), out[-3000:]
+    # 0: the signal came after the sweep's end; 128 + sig: the sweep acted on it; -sig: it came
+    # while Python was finalising, when the default action is back (everything was written)
+    assert proc.returncode in (0, 128 + sig, -sig), out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     jobs = pd.read_parquet(tmp_path / "sw" / io.JOBS_TABLE)
     assert jobs.status.tolist() == ["completed"] * 3
