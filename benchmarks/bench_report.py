@@ -42,7 +42,9 @@ def report_once(sweep: Path, code: Path, extra: list[str]) -> tuple[float, float
     with tempfile.TemporaryDirectory(prefix="bench_report_") as out:
         cmd = [sys.executable, "-m", "infoflow.report", str(sweep), "--out", out, *extra]
         cpu0, t0 = cpu_of_children(), time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        # run from the output folder: ``-m`` puts the working directory first on sys.path,
+        # before PYTHONPATH, and a checkout as working directory would win over ``code``
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=out)
         wall, cpu = time.perf_counter() - t0, cpu_of_children() - cpu0
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} (PYTHONPATH={code}) failed:\n{proc.stderr[-3000:]}")
