@@ -62,7 +62,7 @@ class Dataset:
         Computed on first access and kept on this object (a frozen dataclass still has a
         ``__dict__`` for ``cached_property``); the IDX loaders hand every job of a process the
         same object, so a data set is hashed once per process. SHA-256 rather than BLAKE2b:
-        CPUs with SHA extensions hash it about twice as fast (benchmarks in the README).
+        CPUs with SHA extensions hash it about twice as fast (docs/speed.md).
         """
         h = hashlib.sha256()
         for key in SPLITS:
@@ -374,7 +374,8 @@ def check_idx(arrays: dict[str, np.ndarray], files: dict[str, Path], n_classes: 
 
 # In-process cache of decoded IDX data sets: Hydra's basic launcher runs a sweep's jobs one after
 # another in ONE process, and every job instantiates its data set; decoding Fashion-MNIST again
-# costs about 0.5 s a job, and sharing the object shares its fingerprint (hashed once). Keyed by
+# would cost every job what the first paid (docs/speed.md), and sharing the object shares its
+# fingerprint (hashed once). Keyed by
 # each file's path, size and mtime, so a rewritten file is read again. Holds at most
 # _IDX_CACHE_SIZE data sets (Fashion-MNIST: 220 MB of float32 each).
 _IDX_CACHE: dict[tuple, Dataset] = {}

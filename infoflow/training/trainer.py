@@ -88,7 +88,7 @@ def train_batches(
 
 #: batches trained between two looks at the clock, and the seconds between progress lines:
 #: a stretch of training between two evaluations that takes longer says how far it is
-PROGRESS_BATCHES = 32
+PROGRESS_BATCHES = 64
 PROGRESS_S = 10.0
 
 
