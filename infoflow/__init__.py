@@ -6,5 +6,6 @@ matplotlib).
 """
 
 from infoflow.report.load import LoadError, final_summary, load, varying_keys
+from infoflow.report.verdicts import compression
 
-__all__ = ["LoadError", "final_summary", "load", "varying_keys"]
+__all__ = ["LoadError", "compression", "final_summary", "load", "varying_keys"]
