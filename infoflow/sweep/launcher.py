@@ -191,7 +191,7 @@ def launch(
     log.info(
         "Launching %d jobs in this process: %s; planned in %.2fs",
         len(jobs),
-        describe(plan, max_stack),
+        how_it_runs(plan, max_stack),
         time.perf_counter() - t0,
     )
     returns: dict[int, Any] = {}
@@ -246,7 +246,7 @@ def unwritable(err: OSError) -> str:
     )
 
 
-def describe(plan: Plan, max_stack: int) -> str:
+def how_it_runs(plan: Plan, max_stack: int) -> str:
     """How the plan runs the jobs, for the launch line."""
     stacked = [s for s in plan.stacks if len(s) > 1]
     how = "one after another"
