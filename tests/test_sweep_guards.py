@@ -243,3 +243,18 @@ def test_a_signal_around_the_final_merge_leaves_tables_that_match_the_jobs(tmp_p
     assert jobs.status.tolist() == ["completed"] * 3
     merged = pd.read_parquet(tmp_path / "sw" / io.SWEEP_TABLE)
     assert sorted(merged.run_id.unique()) == sorted(jobs.run_id)
+
+
+def test_a_sweep_into_an_earlier_sweeps_dir_says_what_it_replaces(tmp_path, caplog):
+    from infoflow.sweep.callbacks import say_what_it_replaces
+
+    caplog.set_level("INFO", logger=callbacks.__name__)
+    say_what_it_replaces(tmp_path, resume=False)  # a new folder: nothing to say
+    assert not caplog.records
+    job_dirs(tmp_path)
+    say_what_it_replaces(tmp_path, resume=False)
+    say_what_it_replaces(tmp_path, resume=True)
+    replaced, resumed = (r.getMessage() for r in caplog.records)
+    assert "holds an earlier sweep of 3 jobs: this sweep replaces it" in replaced
+    assert "add runtime.resume=true to continue it instead" in replaced
+    assert resumed.endswith("holds an earlier sweep of 3 jobs: resuming it")

@@ -106,6 +106,25 @@ def make_dir(config: DictConfig, key: str) -> Path:
     return path
 
 
+def say_what_it_replaces(sweep_dir: Path, resume: bool) -> None:
+    """A sweep into a folder that holds an earlier sweep says so at its start: it continues it
+    (``runtime.resume=true``) or replaces it (its jobs' tables and checkpoints, dir by dir)."""
+    earlier, _ = io.load_json(sweep_dir / io.MANIFEST)
+    if not isinstance(earlier, dict):
+        return
+    n = len(earlier.get("jobs", []))
+    if resume:
+        log.info("%s holds an earlier sweep of %d jobs: resuming it", sweep_dir, n)
+    else:
+        log.warning(
+            "%s holds an earlier sweep of %d jobs: this sweep replaces it (each job dir it "
+            "reuses loses its table and checkpoint, the others are left out of every table); "
+            "add runtime.resume=true to continue it instead",
+            sweep_dir,
+            n,
+        )
+
+
 def repeated(jobs: list[list[str]]) -> list[str] | None:
     """The overrides of the first job that the list holds twice, or None."""
     seen: set[tuple[str, ...]] = set()
@@ -145,6 +164,7 @@ class MergeResults(Callback):
                 "a job's directory, table and status are its own; give each value once"
             )
         atexit.register(self._merge_at_exit)
+        say_what_it_replaces(self._sweep_dir, OmegaConf.select(config, "runtime.resume") is True)
         if jobs is None:
             log.warning(
                 "another sweeper than Hydra's basic one: the jobs it launches are not "
