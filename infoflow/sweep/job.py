@@ -310,8 +310,10 @@ class Job(Recorder):
         """
         new = [{**self.meta, **r} for r in rows]
         self.rows.extend(new)
-        self.evals_done = done
         self.write_table(new)
+        # counted once the table holds them: a signal during the write leaves a status that
+        # counts only what the table has
+        self.evals_done = done
         self._train_state = train_state
         self._write_checkpoint(rows=None)
         self.write_status("running")
