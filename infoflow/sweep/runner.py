@@ -81,12 +81,13 @@ def open_job(
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     job = Job(hydra_cfg.runtime.output_dir, config_hash=None, multirun=multirun)
     with job.running():
-        job.config_hash = spec.config_hash if spec else specs.config_hash(cfg)
+        config = None if spec else specs.plain(cfg)  # converted once: hashed, then validated
+        job.config_hash = spec.config_hash if spec else specs.config_hash(config)
         job.seed = cfg.get("seed") if isinstance(cfg.get("seed"), int) else None
         # before validating: a job that fails must not leave an earlier job's rows under its name
         if job.prepare(resume=OmegaConf.select(cfg, "runtime.resume") is True):
             return None
-        spec = spec or JobSpec.of(cfg)
+        spec = spec or JobSpec.of(config)
         return _set_up(job, spec, hydra_cfg)
     return None
 
