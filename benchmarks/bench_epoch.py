@@ -31,7 +31,7 @@ from sklearn.metrics import mutual_info_score
 from infoflow.estimators import binning, per_neuron
 from infoflow.training.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, load_fashion_mnist
 from infoflow.training.models import CNN, MLP
-from infoflow.training.probe import evaluate, measure
+from infoflow.training.probe import Probe, activations, evaluate, measure
 
 HIDDEN = {"mlp1": [128], "mlp3": [256, 128, 64], "mlp5": [512, 256, 128, 64]}
 
@@ -76,8 +76,8 @@ def reference_epoch(model, train_loader, test_loader) -> tuple[float, float]:
     acts, xs, ys = [], [], []
     with torch.no_grad():
         for imgs, labels in test_loader:
-            _, probes = model(imgs, probe=True)
-            acts.append([p.flatten(1).numpy() for p in probes])
+            _, probes = activations(model, imgs)
+            acts.append([p.numpy() for p in probes])
             xs.append(imgs.view(imgs.size(0), -1).numpy())
             ys.append(labels.numpy())
     all_x, all_y = np.concatenate(xs), np.concatenate(ys)
@@ -97,7 +97,7 @@ def infoflow_epoch(model, data, estimator, generator) -> tuple[float, float]:
     trainer.train_to(trainer.per_epoch)
     t1 = time.perf_counter()
     _, layers = evaluate(model, data, 4096)
-    measure(layers, data, estimator, model.probe_names)
+    measure(layers, data, estimator, list(Probe.of(model, None, data.x_eval[:1]).names))
     return t1 - t0, time.perf_counter() - t1
 
 

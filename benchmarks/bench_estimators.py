@@ -26,6 +26,7 @@ from scipy.special import logsumexp
 
 from infoflow.estimators import binning, kde, renyi, sliced
 from infoflow.estimators._common import entropy_from_counts, hash_rows, symbols
+from infoflow.training.probe import activations
 
 LN2 = math.log(2.0)
 
@@ -195,8 +196,7 @@ def dependence() -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
-    with torch.no_grad():
-        logits, probes = model(data.x_eval, probe=True)
+    logits, probes = activations(model, data.x_eval)
     acc = float((logits.argmax(1) == data.y_eval).float().mean())
     y = data.y_eval
     settings = {
@@ -312,9 +312,7 @@ def cost(repeat: int, models: list[str], settings: list[str] | None = None) -> N
         gen = torch.Generator().manual_seed(0)
 
         t_epoch = _best_of(repeat, _train_epoch, model, opt, data, gen)
-        with torch.no_grad():
-            model.eval()
-            layers = [p.flatten(1).contiguous() for p in model(X, probe=True)[1]]
+        layers = activations(model, X)[1]
         for label, (est, kw) in chosen.items():
             if est is kde and name == "cnn" and not settings:  # minutes: only when asked for
                 print(

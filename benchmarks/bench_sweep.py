@@ -65,7 +65,7 @@ from infoflow.estimators import binning
 from infoflow.training.data import DEBIAN_FASHION_MNIST, IDX_FILES, find_idx, read_idx
 from infoflow.training.device import deterministic_kernels
 from infoflow.training.models import CNN, MLP
-from infoflow.training.probe import evaluate, measure
+from infoflow.training.probe import Probe, evaluate, measure
 
 sys.path.insert(0, str(Path(__file__).parent))
 from notebook_way import HIDDEN
@@ -190,13 +190,19 @@ def epoch_check(name, data, reps) -> dict:
         bare_t.append(t1 - t0)
         loop_t.append(time.perf_counter() - t1)
     fwd_t, est_t = [], []
+    names = list(Probe.of(trainer.model, None, data.x_eval[:1]).names)
     layers = None  # the loop's buffers, reused from point to point
     for _ in range(reps + 1):  # the first pass allocates the buffers, as at a job's step 0
         t0 = time.perf_counter()
         _, layers = evaluate(trainer.model, data, 4096, out=layers)
         sync(data)
         t1 = time.perf_counter()
-        measure(layers, data, lambda T, X, Y: binning(T, X, Y, bins=30), trainer.model.probe_names)
+        measure(
+            layers,
+            data,
+            lambda T, X, Y: binning(T, X, Y, bins=30),
+            names,
+        )
         fwd_t.append(t1 - t0)
         est_t.append(time.perf_counter() - t1)
     fwd_t, est_t = fwd_t[1:], est_t[1:]
@@ -207,7 +213,10 @@ def epoch_check(name, data, reps) -> dict:
         out["syncs_eval"] = count_syncs(lambda: evaluate(trainer.model, data, 4096, out=layers))
         out["syncs_estimate"] = count_syncs(
             lambda: measure(
-                layers, data, lambda T, X, Y: binning(T, X, Y, bins=30), trainer.model.probe_names
+                layers,
+                data,
+                lambda T, X, Y: binning(T, X, Y, bins=30),
+                names,
             )
         )
         out["steps"], out["layers"] = trainer.per_epoch, len(layers)

@@ -37,7 +37,7 @@ from infoflow.estimators import binning
 from infoflow.sweep.job import Job
 from infoflow.training.data import load_tishby
 from infoflow.training.models import MLP
-from infoflow.training.probe import evaluate, measure, probe_names
+from infoflow.training.probe import Probe, evaluate, measure
 from infoflow.training.schedule import eval_points
 
 HIDDEN = [10, 7, 5, 4, 4, 3]
@@ -66,7 +66,7 @@ def phases(steps: int, n_points: int) -> dict:
     train = (time.perf_counter() - t0) * STEPS / steps
     cpu = {"train": (time.process_time() - c0) * STEPS / steps}
 
-    names = probe_names(trainer.model, False)
+    names = list(Probe.of(trainer.model, None, data.x_eval[:1]).names)
     layers, rows = None, []
     t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n_points):

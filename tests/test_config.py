@@ -4,8 +4,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from infoflow.spec import ConfigError, validate
+from infoflow.spec import ConfigError, plain, validate
+from infoflow.sweep.runner import build_net
 from infoflow.training.device import DeviceError, deterministic_kernels, hidden_gpus, resolve_device
+from infoflow.training.probe import Probe, activations
 from tests.conftest import CONF
 
 GROUPS = {
@@ -37,15 +39,51 @@ def test_batch_size_is_256_off_digits(compose_cfg):
     assert compose_cfg("trainer.batch_size=64").trainer.batch_size == 64  # CLI wins
 
 
-@pytest.mark.parametrize("model", GROUPS["model"])
+BUILT_IN = ["mlp1", "mlp3", "mlp5", "cnn", "ib_net"]  # the options that take model.activation
+
+
+def test_every_model_option_is_tested():
+    assert set(GROUPS["model"]) == {*BUILT_IN, "custom", "torchvision"}
+
+
+@pytest.mark.parametrize("model", BUILT_IN)
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_every_model_builds_and_runs(compose_cfg, model, activation):
     cfg = compose_cfg(f"model={model}", f"model.activation={activation}")
     validate(cfg)
     net = instantiate(cfg.model, in_shape=(1, 8, 8), n_classes=10)
-    logits, probes = net(torch.rand(3, 1, 8, 8), probe=True)
+    logits, probes = activations(net, torch.rand(3, 1, 8, 8), cfg.probe.layers)
     assert logits.shape == (3, 10)
     assert len(probes) == {"mlp1": 1, "mlp3": 3, "mlp5": 4, "cnn": 2, "ib_net": 5}[model]
+
+
+def test_torchvision_option_builds_and_probes_its_stages(compose_cfg):
+    cfg = compose_cfg("model=torchvision", "model.name=resnet18")
+    validate(cfg)
+    net = build_net(plain(cfg)["model"], (3, 16, 16), 4)
+    logits, probes = activations(net, torch.rand(2, 3, 16, 16), cfg.probe.layers)
+    assert logits.shape == (2, 4)
+    names = Probe.of(net, cfg.probe.layers, torch.rand(1, 3, 16, 16)).names
+    assert names == (
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "avgpool",
+    )
+    assert [p.shape[1] for p in probes][-1] == 512
+
+
+def test_custom_option_needs_a_target(compose_cfg):
+    cfg = compose_cfg("model=custom", "model._target_=torch.nn.Flatten")
+    validate(cfg)
+    assert cfg.model._target_ == "torch.nn.Flatten" and cfg.probe.layers is None
+    with pytest.raises(Exception, match="_target_"):
+        validate(compose_cfg("model=custom"))
 
 
 @pytest.mark.parametrize("optimizer", GROUPS["optimizer"])

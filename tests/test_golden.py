@@ -31,6 +31,9 @@ SWEEPS = {
 
 # differ from run to run by design: a time stamp and random bits, where the data was read from
 DROPPED = ["run_id", "data_source"]
+# config keys added since the freeze: a new column each, the numbers unchanged (probe.layers:
+# the built-in models' default layers, named in their options since issue 23)
+ADDED = ["probe.layers"]
 
 # config columns, the sort key with ROW: the group choices, seed, device and the dotted config
 # leaves (``estimator.bins``); every other column is measured (sigma_T and the like included)
@@ -41,7 +44,7 @@ ROW = ["epoch", "step", "layer"]
 def normalise(df: pd.DataFrame) -> pd.DataFrame:
     """Drop the columns that differ between runs; sort rows by every config column (by name),
     then epoch, step and layer."""
-    df = df.drop(columns=[c for c in DROPPED if c in df.columns])
+    df = df.drop(columns=[c for c in [*DROPPED, *ADDED] if c in df.columns])
     config = sorted(c for c in df.columns if c in GROUPS or "." in c)
     key = [*config, *ROW]
     assert not df.duplicated(key).any(), f"rows not unique on {key}"

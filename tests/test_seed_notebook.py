@@ -9,6 +9,7 @@ from sklearn.metrics import mutual_info_score
 from infoflow.estimators import per_neuron
 from infoflow.training.data import load_digits
 from infoflow.training.models import CNN, MLP
+from infoflow.training.probe import activations as probe_activations
 from tests.test_data import write_tiny_mnist
 
 
@@ -28,9 +29,8 @@ def notebook_estimate(layer_acts, all_x, all_y, n_bins=30):
 
 
 def activations(model, x):
-    with torch.no_grad():
-        _, probes = model(x, probe=True)
-    return [p.flatten(1).numpy() for p in probes]
+    _, probes = probe_activations(model, x)
+    return [p.numpy() for p in probes]
 
 
 @pytest.mark.parametrize("bins", [30, 10, 2])

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from benchmarks.single import Trainer
 from infoflow.training.data import Dataset, load_mnist
 from infoflow.training.models import CNN, MLP
-from infoflow.training.probe import EVAL_BLOCK_FLOATS, eval_batch_rows, evaluate
+from infoflow.training.probe import EVAL_BLOCK_FLOATS, Probe, activations, eval_batch_rows, evaluate
 
 
 def tiny_data(n_train: int = 64, n_eval: int = 40, side: int = 12) -> Dataset:
@@ -24,16 +24,17 @@ def tiny_data(n_train: int = 64, n_eval: int = 40, side: int = 12) -> Dataset:
 def test_cnn_is_channels_last_with_channel_major_probes():
     torch.manual_seed(0)
     model = CNN((1, 12, 12), 3, channels=4).eval()
-    assert model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    c1, c2 = model.conv1.conv, model.conv2.conv
+    assert c2.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(5, 1, 12, 12)  # (B, 1, H, W)
-    logits, (p1, p2) = model(x, probe=True)
+    logits, (p1, p2) = activations(model, x)  # (B, 576), (B, 288)
     # reference: the same weights in NCHW, flattened channel-major
-    w1, w2 = model.conv1.weight.contiguous(), model.conv2.weight.contiguous()
-    a1 = F.relu(F.conv2d(x, w1, model.conv1.bias, padding=2))  # (B, 4, 12, 12)
-    a2 = F.relu(F.conv2d(F.max_pool2d(a1, 2), w2, model.conv2.bias, padding=2))  # (B, 8, 6, 6)
+    w1, w2 = c1.weight.contiguous(), c2.weight.contiguous()
+    a1 = F.relu(F.conv2d(x, w1, c1.bias, padding=2))  # (B, 4, 12, 12)
+    a2 = F.relu(F.conv2d(F.max_pool2d(a1, 2), w2, c2.bias, padding=2))  # (B, 8, 6, 6)
     ref = F.linear(F.max_pool2d(a2, 2).flatten(1), model.fc.weight, model.fc.bias)  # (B, 3)
-    torch.testing.assert_close(p1, a1, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(p2, a2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(p1, a1.flatten(1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(p2, a2.flatten(1), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -58,7 +59,8 @@ def train_cnn(data: Dataset, activation: str, pool_first: bool | None = None):
     if pool_first is not None:
         model.pool_first = pool_first
     seen: set[tuple[int, ...]] = set()
-    model.act.register_forward_hook(lambda m, args, out: seen.add(tuple(args[0].shape[1:])))
+    for block in (model.conv1, model.conv2):
+        block.act.register_forward_hook(lambda m, args, out: seen.add(tuple(args[0].shape[1:])))
     trainer = Trainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), data, 16, seed=0)
     trainer.train_to(3 * trainer.per_epoch)
     return model.state_dict(), seen
@@ -82,14 +84,13 @@ def test_cnn_with_tanh_trains_in_the_notebooks_order():
     assert seen == ACT_THEN_POOL
 
 
-def test_cnn_logits_are_the_same_with_and_without_probes():
+def test_cnn_logits_are_the_same_in_the_probe_pass_and_in_training():
     torch.manual_seed(0)
     model = CNN((1, 12, 12), 3, channels=4)
     x = torch.randn(9, 1, 12, 12)  # (B, 1, H, W): negative pre-activations too
-    with torch.no_grad():
-        probed, (p1, _) = model(x, probe=True)
-    assert torch.equal(model(x), probed)
-    assert (p1 >= 0).all() and (p1 == 0).any()  # activated in place in the no-grad pass
+    probed, (p1, _) = activations(model, x)  # eval(), no grad: act then pool, in place
+    assert torch.equal(model.train()(x), probed)  # training: pool then act
+    assert (p1 >= 0).all() and (p1 == 0).any()  # the activated map, copied by the hook
 
 
 def test_evaluate_reuses_its_buffers_with_the_same_values():
@@ -126,9 +127,11 @@ def test_foreach_optimizers_give_the_numbers_of_the_default_loop(name):
 def test_eval_batches_are_capped_by_the_widest_probe():
     mlp = MLP((1, 28, 28), 10, [512, 64])
     cnn = CNN((1, 28, 28), 10)  # conv1: 16 * 28 * 28 = 12,544 units
-    assert eval_batch_rows(mlp, 4096) == 4096  # the MLPs keep the configured size
-    assert eval_batch_rows(cnn, 4096) == EVAL_BLOCK_FLOATS // 12544 == 334
-    assert eval_batch_rows(cnn, 100) == 100
+    mlp_units = Probe.of(mlp, None, torch.rand(1, 1, 28, 28)).units
+    cnn_units = Probe.of(cnn, None, torch.rand(1, 1, 28, 28)).units
+    assert eval_batch_rows(mlp_units, 4096) == 4096  # the MLPs keep the configured size
+    assert eval_batch_rows(cnn_units, 4096) == EVAL_BLOCK_FLOATS // 12544 == 334
+    assert eval_batch_rows(cnn_units, 100) == 100
 
 
 def test_evaluate_fills_whole_layers_in_any_batch_size():

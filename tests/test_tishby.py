@@ -20,7 +20,7 @@ from infoflow.training.data import (
     tishby_patterns,
 )
 from infoflow.training.models import MLP
-from infoflow.training.probe import evaluate, measure
+from infoflow.training.probe import Probe, activations, evaluate, measure
 
 # ---------------------------------------------------------------------------------------------
 # the generator
@@ -203,15 +203,16 @@ def test_ib_net_is_the_papers_net(compose_cfg):
     validate(cfg)
     net = instantiate(cfg.model, in_shape=(12,), n_classes=2)
     assert cfg.model.hidden == [10, 7, 5, 4, 3] and cfg.model.activation == "tanh"
-    assert net.probe_names == ["fc1", "fc2", "fc3", "fc4", "fc5"]
-    assert net.probe_units == [10, 7, 5, 4, 3]
-    shapes = [tuple(m.weight.shape) for m in [*net.hidden, net.out]]
+    probe = Probe.of(net, cfg.probe.layers, torch.rand(1, 12))
+    assert probe.names == ("fc1", "fc2", "fc3", "fc4", "fc5")
+    assert probe.units == (10, 7, 5, 4, 3)
+    shapes = [tuple(m.linear.weight.shape) for m in net.blocks()] + [tuple(net.out.weight.shape)]
     assert shapes == [(10, 12), (7, 10), (5, 7), (4, 5), (3, 4), (2, 3)]
-    logits, probes = net(torch.rand(6, 12), probe=True)
+    logits, probes = activations(net, torch.rand(6, 12))
     assert logits.shape == (6, 2) and [p.shape[1] for p in probes] == [10, 7, 5, 4, 3]
     assert all(p.abs().max() < 1 for p in probes)  # tanh
     relu = instantiate(compose_cfg("model=ib_net", "model.activation=relu").model, (12,), 2)
-    assert all((p >= 0).all() for p in relu(torch.randn(6, 12), probe=True)[1])
+    assert all((p >= 0).all() for p in activations(relu, torch.randn(6, 12))[1])
 
 
 def test_truncated_normal_init_statistics():
@@ -219,7 +220,7 @@ def test_truncated_normal_init_statistics():
     net = MLP((400,), 300, hidden=[500, 200], init="truncated_normal")
     # N(0, 1) truncated to [-2, 2] has std sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)) = 0.87962
     truncated_std = math.sqrt(1 - 4 * math.exp(-2) / math.sqrt(2 * math.pi) / math.erf(2 / 2**0.5))
-    for layer in [*net.hidden, net.out]:
+    for layer in [*(b.linear for b in net.blocks()), net.out]:
         w, scale = layer.weight.detach(), 1 / math.sqrt(layer.in_features)
         assert w.abs().max() <= 2 * scale + 1e-7 and w.abs().max() > 1.9 * scale
         assert w.mean().abs() < 0.01 * scale
@@ -227,7 +228,7 @@ def test_truncated_normal_init_statistics():
         assert (layer.bias == 0).all()
     torch.manual_seed(0)
     default = MLP((400,), 300, hidden=[500, 200])  # PyTorch's default: uniform, biases != 0
-    assert default.hidden[0].weight.abs().max() <= 1 / 20 and (default.hidden[0].bias != 0).any()
+    assert default.fc1.linear.weight.abs().max() <= 1 / 20 and (default.fc1.linear.bias != 0).any()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,9 @@ from infoflow.sweep.job import Job, interrupt_exit
 from infoflow.sweep.sharing import SharedEstimates, plan_path
 from infoflow.training.device import deterministic_kernels, hidden_gpus, resolve_device
 from infoflow.training.loop import Member, TrainerConfig, train_stack
+from infoflow.training.models import build_model
+from infoflow.training.probe import Probe
+from infoflow.training.trainer import get_rng_state
 
 log = logging.getLogger("infoflow")
 
@@ -57,6 +60,28 @@ def build(node: Any, **kwargs: Any) -> Any:
         raise
 
 
+def build_net(node: Mapping[str, Any], in_shape: Sequence[int], n_classes: int) -> torch.nn.Module:
+    """The model node's net: its ``_target_`` (any callable returning an ``nn.Module``) called
+    with the node's arguments, and ``in_shape``/``n_classes`` when it takes them."""
+    try:
+        factory = instantiate(dict(node), _partial_=True, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
+    return build_model(factory, {}, in_shape, n_classes)
+
+
+def model_label(spec: JobSpec, hydra_cfg: DictConfig) -> str:
+    """The ``model`` column: the option's name, or the ``_target_`` when the command line set
+    one (on top of an option: its name would label another net) or the option is ``custom``."""
+    choice = str(hydra_cfg.runtime.choices.get("model"))
+    overridden = any(
+        o.lstrip("+").split("=", 1)[0] == "model._target_" for o in hydra_cfg.overrides.task
+    )
+    return str(spec.node("model._target_")) if overridden or choice == "custom" else choice
+
+
 @dataclass
 class JobSetup:
     """A job set up and ready to train: its directory, spec and the pieces built from it."""
@@ -70,6 +95,8 @@ class JobSetup:
     cache: TrainCache | None
     shared: SharedEstimates | None
     log_files: list[logging.FileHandler]  # its Hydra job log, where its lines belong
+    probe: Probe  # the probed modules of its net, checked before training
+    rng: torch.Tensor  # the global generator's state its net's draws start from
 
 
 def open_job(
@@ -88,6 +115,7 @@ def open_job(
         if job.prepare(resume=OmegaConf.select(cfg, "runtime.resume") is True):
             return None
         spec = spec or JobSpec.of(config)
+        job.flush_s = float(spec.runtime.get("flush_s", 0))
         return _set_up(job, spec, hydra_cfg)
     return None
 
@@ -103,11 +131,12 @@ def _set_up(job: Job, spec: JobSpec, hydra_cfg: DictConfig) -> JobSetup:
     fingerprint = data.fingerprint  # of the content as read, before it moves to the device
     data = data.to(device)
     torch.manual_seed(spec.seed)
-    model = build(spec.config["model"], in_shape=data.in_shape, n_classes=data.n_classes)
-    model = model.to(device)
+    model = build_net(spec.config["model"], data.in_shape, data.n_classes).to(device)
+    rng = get_rng_state(device)  # where the seed's own draws (Dropout) start
+    probe = Probe.of(model, spec.node("probe.layers"), data.x_eval[:1])  # before any training
     make_optimizer = build(spec.config["optimizer"])
     estimator = build(spec.config["estimator"])
-    choices = hydra_cfg.runtime.choices
+    choices = {**hydra_cfg.runtime.choices, "model": model_label(spec, hydra_cfg)}
     job.meta = spec.meta(job.run_id, choices, device.type, data.source)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     sweep_dir = to_absolute_path(hydra_cfg.sweep.dir) if multirun else None
@@ -120,10 +149,12 @@ def _set_up(job: Job, spec: JobSpec, hydra_cfg: DictConfig) -> JobSetup:
         plan = plan_path(root, spec.training)
         shared = SharedEstimates(cache, plan, spec.estimate, build=build)
     log.info(
-        "%s on %s (%s), %s, seed %s, device %s, %d threads, cache %s -> %s",
-        choices["model"],
+        "%s on %s (%s), probing %s, %s, seed %s, device %s, %d threads, cache %s -> %s",
+        choices["model"]
+        + (f" {spec.node('model.name')}" if choices["model"] == "torchvision" else ""),
         data.name,
         data.in_shape,
+        ", ".join(f"{n} ({u})" for n, u in zip(probe.names, probe.units)),
         spec.config["optimizer"]["_target_"].rsplit(".", 1)[-1],
         spec.seed,
         device,
@@ -132,7 +163,9 @@ def _set_up(job: Job, spec: JobSpec, hydra_cfg: DictConfig) -> JobSetup:
         job.path,
     )
     files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    return JobSetup(job, spec, data, model, make_optimizer, estimator, cache, shared, files)
+    return JobSetup(
+        job, spec, data, model, make_optimizer, estimator, cache, shared, files, probe, rng
+    )
 
 
 def run_stack(setups: Sequence[JobSetup]) -> None:
@@ -143,7 +176,10 @@ def run_stack(setups: Sequence[JobSetup]) -> None:
     the others go on; what stops the whole stack is written to every job it stopped.
     """
     first = setups[0].spec
-    members = [Member(s.model, s.spec.seed, s.estimator, s.job, s.cache, s.shared) for s in setups]
+    members = [
+        Member(s.model, s.spec.seed, s.estimator, s.job, s.cache, s.shared, s.probe, s.rng)
+        for s in setups
+    ]
     jobs = {id(m): s.job for m, s in zip(members, setups)}
     # one optimizer over every seed's parameters: per-parameter state, so each seed's is the
     # state it would have alone

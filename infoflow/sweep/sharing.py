@@ -178,9 +178,15 @@ def _probes_output(spec: Mapping[str, Any]) -> bool:
 
 
 def _pass(spec: Mapping[str, Any]) -> tuple:
-    """What makes two specs' evaluation passes one: the batch size and the samples probed."""
+    """What makes two specs' evaluation passes one: the batch size, the samples and the layers
+    probed."""
     probe = spec.get("probe") or {}
-    return probe.get("batch_size"), probe.get("samples", "eval")
+    layers = probe.get("layers")
+    return (
+        probe.get("batch_size"),
+        probe.get("samples", "eval"),
+        None if layers is None else tuple(layers),
+    )
 
 
 def _build_or_none(build: Callable[[Any], Estimator], spec: Mapping[str, Any]) -> Estimator | None:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from infoflow.training.data import Dataset
-from infoflow.training.probe import Estimator, PointEstimate
+from infoflow.training.probe import Estimator, PointEstimate, Probe
 from infoflow.training.schedule import EvalPoint, eval_points
 from infoflow.training.trainer import SeedStats, StackTrainer, optimizer_over
 
@@ -88,6 +88,14 @@ class Member:
         The training cache of its training key, or None to train in this process.
     shared
         Rows shared with the other jobs of its training key (:mod:`infoflow.sweep.sharing`).
+    probe
+        Its probed modules, resolved and checked on its net; None: resolved from
+        ``probe_layers`` when the stack starts.
+    rng
+        The global generator's state its net's randomness starts from (Dropout draws; the
+        CPU's, or the CUDA device's on CUDA), taken when its net was built; None: the current
+        state. Each seed draws from its own, so that its numbers do not depend on its
+        stack-mates.
     """
 
     model: nn.Module
@@ -96,6 +104,8 @@ class Member:
     recorder: Recorder = field(default_factory=lambda: Recorder())
     cache: TrainCache | None = None
     shared: SharedEstimates | None = None
+    probe: Probe | None = None
+    rng: torch.Tensor | None = None
     error: Exception | None = field(default=None, init=False)  # why this seed stopped
     finished: bool = field(default=False, init=False)  # its recorder finished
 
@@ -110,6 +120,7 @@ def train_stack(
     eval_batch_size: int = 4096,
     resume: bool = False,
     probe_samples: str = "eval",
+    probe_layers: Sequence[str] | None = None,
     on_error: Callable[[Member, Exception], None] | None = None,
 ) -> None:
     """Train the members' nets as one stack; evaluate each at every point of ``trainer.eval``.
@@ -128,8 +139,9 @@ def train_stack(
         state it would have alone).
     data, trainer
         The data set (on the members' device) and the training settings.
-    probe_output, eval_batch_size, probe_samples
-        ``probe.output``, ``probe.batch_size`` and ``probe.samples`` (see :func:`evaluate`).
+    probe_output, eval_batch_size, probe_samples, probe_layers
+        ``probe.output``, ``probe.batch_size``, ``probe.samples`` and ``probe.layers`` (see
+        :func:`infoflow.training.probe.evaluate`; a member's own ``probe`` comes first).
     resume
         Continue each member from its recorder's checkpoint. Members stopped at different
         points (a kill between two seeds' records) continue in separate stacks, one after
@@ -142,12 +154,19 @@ def train_stack(
     parts: dict[tuple[int, bool], list[int]] = {}
     for i, (m, (_, start, state)) in enumerate(zip(members, starts)):
         parts.setdefault((start, state is not None and m.cache is None), []).append(i)
-    probe = PointSettings(eval_batch_size, probe_output, probe_samples)
+    probe = PointSettings(eval_batch_size, probe_output, probe_samples, probe_layers)
     for part in parts.values():
         models = [members[i].model for i in part]
         opt = optimizer if len(parts) == 1 else optimizer_over(optimizer, models)
         stack = Stack(
-            StackTrainer(models, opt, data, trainer.batch_size, [members[i].seed for i in part]),
+            StackTrainer(
+                models,
+                opt,
+                data,
+                trainer.batch_size,
+                [members[i].seed for i in part],
+                [members[i].rng for i in part],
+            ),
             [members[i] for i in part],
             on_error,
         )
@@ -159,6 +178,7 @@ class PointSettings:
     eval_batch_size: int = 4096
     probe_output: bool = False
     probe_samples: str = "eval"
+    probe_layers: Sequence[str] | None = None
 
 
 Start = tuple[list[dict], int, Mapping | None]  # (rows, evaluations done, training state)
@@ -196,6 +216,7 @@ class Stack:
             id(m): PointEstimate(
                 m.model, data, m.estimator, probe.eval_batch_size, probe.probe_output,
                 m.shared, probe.probe_samples,
+                m.probe or Probe.of(m.model, probe.probe_layers, data.x_eval[:1]),
             )
             for m in self.members
         }  # fmt: skip

@@ -59,6 +59,7 @@ def train_batches(
     data: Dataset,
     index_batches: Sequence[torch.Tensor],
     sums: TrainSums,
+    rngs: list[torch.Tensor] | None = None,
 ) -> None:
     """The hot loop: one optimizer step of every seed per (S, B) index batch of the training
     split, adding each seed's batch loss and accuracy to ``sums`` on the device.
@@ -68,13 +69,22 @@ def train_batches(
     of each seed's loss is exactly 1) and one optimizer step over every seed's parameters (per
     parameter: each seed's step is its own). So a seed's numbers are bit for bit those of a
     stack of one. (A batched matmul over a leading seed axis was measured not to be: see
-    docs/seeds.md.)
+    docs/seeds.md.) ``rngs``: each seed's state of the global generator (nets with Dropout),
+    put in place for its forward pass and taken back after it, so that its draws are its own.
     """
     for model in models:
         model.train()
+    device = data.x_train.device
     for idx in index_batches:  # (S, B): seed k's batch in row k
         x, y = data.x_train[idx], data.y_train[idx]  # (S, B, C, H, W), (S, B)
-        logits = [model(xk) for model, xk in zip(models, x)]  # S x (B, n_classes)
+        if rngs is None:
+            logits = [model(xk) for model, xk in zip(models, x)]  # S x (B, n_classes)
+        else:
+            logits = []
+            for k, (model, xk) in enumerate(zip(models, x)):
+                set_rng_state(device, rngs[k])
+                logits.append(model(xk))  # (B, n_classes)
+                rngs[k] = get_rng_state(device)
         loss = torch.stack([F.cross_entropy(lk, yk) for lk, yk in zip(logits, y)])  # (S,)
         optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
@@ -122,6 +132,26 @@ class Progress:
         )
 
 
+def get_rng_state(device: torch.device) -> torch.Tensor:
+    """The state of the global generator that ``device``'s random ops draw from."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def set_rng_state(device: torch.device, state: torch.Tensor) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
+
+
+def stochastic(model: nn.Module) -> bool:
+    """Whether training ``model`` draws random numbers: it holds a Dropout module (any of
+    ``torch.nn``'s) or declares ``stochastic = True``."""
+    return bool(getattr(model, "stochastic", False)) or any(
+        isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()
+    )
+
+
 class StackTrainer:
     """A training position of S seeds trained as one stacked model: their nets, one optimizer
     over all their parameters, one batch-order generator per seed, steps done (the same for
@@ -132,6 +162,10 @@ class StackTrainer:
     schedules) and each seed's state keeps its epoch's order, so training resumes exactly. A
     seed's state (:meth:`state_dict`) is the state of its net trained alone: the same keys, the
     same optimizer state, usable by a stack of any size.
+
+    Nets that draw random numbers in training (:func:`stochastic`: Dropout) draw them from
+    their own seed's state of the global generator (``rngs``: each taken when its net was
+    built; None: the current state), so that a seed's masks are those of its net alone.
     """
 
     def __init__(
@@ -141,10 +175,15 @@ class StackTrainer:
         data: Dataset,
         batch_size: int,
         seeds: Sequence[int],
+        rngs: Sequence[torch.Tensor | None] | None = None,
     ) -> None:
         self.models, self.seeds = list(models), [int(s) for s in seeds]
         self.optimizer, self.data, self.batch_size = optimizer, data, batch_size
         self.device = data.x_train.device
+        self.rngs: list[torch.Tensor] | None = None
+        if any(stochastic(m) for m in self.models):
+            given = list(rngs) if rngs is not None else [None] * len(self.models)
+            self.rngs = [get_rng_state(self.device) if r is None else r for r in given]
         self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in self.seeds]
         self.n = len(data.y_train)
         self.per_epoch = steps_per_epoch(self.n, batch_size)
@@ -167,7 +206,12 @@ class StackTrainer:
             # in chunks of batches, so that a long stretch says how far it is between them
             stop = min(self.per_epoch, pos + step - self.step, pos + PROGRESS_BATCHES)
             train_batches(
-                self.models, self.optimizer, self.data, self.epoch_batches[pos:stop], sums
+                self.models,
+                self.optimizer,
+                self.data,
+                self.epoch_batches[pos:stop],
+                sums,
+                self.rngs,
             )
             self.step += stop - pos
             progress.tick()
@@ -205,8 +249,9 @@ class StackTrainer:
         if not positions:
             return
         keep = [k for k in range(len(self.models)) if k not in set(positions)]
-        for name in ("models", "seeds", "generators", "initial"):
-            setattr(self, name, [getattr(self, name)[k] for k in keep])
+        for name in ("models", "seeds", "generators", "initial", "rngs"):
+            if getattr(self, name) is not None:
+                setattr(self, name, [getattr(self, name)[k] for k in keep])
         self.optimizer = optimizer_over(self.optimizer, self.models)
         self.set_order(None if self.order is None or not keep else self.order[keep])
 
@@ -217,7 +262,7 @@ class StackTrainer:
             "model": self.models[k].state_dict(),
             "optimizer": seed_optimizer_state(self.optimizer, self.models[k]),
             "generator": self.generators[k].get_state(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": self.rngs[k].clone() if self.rngs else torch.get_rng_state(),
             "step": self.step,
             "order": self.order[k].clone() if mid_epoch and self.order is not None else None,
         }
@@ -227,7 +272,10 @@ class StackTrainer:
         self.models[k].load_state_dict(state["model"])
         load_seed_optimizer_state(self.optimizer, self.models[k], state["optimizer"])
         self.generators[k].set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        if self.rngs:
+            self.rngs[k] = state["torch_rng"].clone()
+        else:
+            torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
         order = state["order"]
         if order is None:
