@@ -59,9 +59,9 @@ ESTIMATE_KEYS = ("estimator", "probe")
 RUNTIME = "runtime"
 #: keys of the nodes without a ``_target_``
 NODE_KEYS = {
-    "probe": ("output", "batch_size", "samples"),
+    "probe": ("layers", "output", "batch_size", "samples"),
     "trainer": ("epochs", "batch_size", "eval"),
-    "runtime": ("device", "threads", "resume", "cache"),
+    "runtime": ("device", "threads", "resume", "flush_s", "cache"),
     "runtime.cache": ("enabled", "dir", "wait_s"),
 }
 #: arguments a group's object gets from the job, not from its config
@@ -104,6 +104,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.batch_size": _int_in(1),
     "probe.batch_size": _int_in(1),
     "probe.output": (_bool, "must be true or false"),
+    "probe.layers": (
+        lambda v: isinstance(v, list) and bool(v) and all(isinstance(n, str) and n for n in v),
+        "must be null (the model's default layers) or a non-empty list of module names or "
+        "globs, e.g. [fc1,fc2] or ['layer*']",
+    ),
     "estimator.max_units": _int_in(1),
     "optimizer.lr": (_positive_number, "must be a finite number > 0"),
     "model.activation": (
@@ -125,6 +130,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "must be 'auto' or an integer >= 1",
     ),
     "runtime.resume": (_bool, "must be true or false"),
+    "runtime.flush_s": (
+        lambda v: _positive_number(v) or (v == 0 and not isinstance(v, bool)),
+        "must be a finite number >= 0 (seconds between a job's flushes; 0: every evaluation)",
+    ),
     "runtime.cache.enabled": (_bool, "must be true or false"),
     "runtime.cache.dir": (
         lambda v: isinstance(v, str) and bool(v.strip()),
@@ -132,7 +141,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "runtime.cache.wait_s": (_positive_number, "must be a finite number > 0"),
 }
-NULLABLE = frozenset({"runtime.cache.dir"})
+NULLABLE = frozenset({"runtime.cache.dir", "probe.layers", "model.weights"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,9 +256,18 @@ def check_keys(config: Mapping[str, Any]) -> None:
             key = str(key)
             if not key.startswith("_") and key not in accepted:
                 allowed = [a for a in accepted if a not in PROVIDED.get(group, ())]
+                own = group == "model" and not str(node["_target_"]).startswith("infoflow.")
                 raise ConfigError(
                     f"{group}.{key} is not a key of {group} {node['_target_']}: its keys are "
-                    f"{', '.join(allowed)}; got {group}.{key}={node[key]!r}"
+                    f"{', '.join(allowed) or '(none)'}; got {group}.{key}={node[key]!r}"
+                    + (
+                        f" ({group}.{key} comes from the model option the _target_ replaced: "
+                        "start from model=custom, e.g. model=custom model._target_="
+                        f"{node['_target_']}, or keep your model's config in your own folder "
+                        "with --config-dir; docs/models.md)"
+                        if own
+                        else ""
+                    )
                 )
 
 
