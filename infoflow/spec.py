@@ -105,7 +105,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "probe.batch_size": _int_in(1),
     "probe.output": (_bool, "must be true or false"),
     "probe.layers": (
-        lambda v: isinstance(v, list) and bool(v) and all(isinstance(n, str) and n for n in v),
+        lambda v: (
+            isinstance(v, list)
+            and bool(v)
+            and all((isinstance(n, str) and n) or type(n) is int for n in v)
+        ),  # nn.Sequential: 0, 1
         "must be null (the model's default layers) or a non-empty list of module names or "
         "globs, e.g. [fc1,fc2] or ['layer*']",
     ),
@@ -117,6 +121,14 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "model.channels": _int_in(1),
     "model.init": (lambda v: v in INITS, f"must be one of {', '.join(INITS)}"),
+    "model.quantize": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 16,
+        "must be null (no quantization) or a bit width, an integer from 2 to 16",
+    ),
+    "estimator.bits": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 16,
+        "must be null (model.quantize's, or 8) or an integer from 2 to 16",
+    ),
     "probe.samples": (
         lambda v: v in PROBE_SAMPLES,
         f"must be one of {', '.join(PROBE_SAMPLES)} (the samples fed to the estimator)",
@@ -141,7 +153,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "runtime.cache.wait_s": (_positive_number, "must be a finite number > 0"),
 }
-NULLABLE = frozenset({"runtime.cache.dir", "probe.layers", "model.weights"})
+NULLABLE = frozenset(
+    {"runtime.cache.dir", "probe.layers", "model.weights", "model.quantize", "estimator.bits"}
+)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from infoflow.spec import JobSpec
 from infoflow.sweep.cache import TrainCache
 from infoflow.sweep.job import Job, interrupt_exit
 from infoflow.sweep.sharing import SharedEstimates, plan_path
+from infoflow.training.data import check_dataset, check_fits
 from infoflow.training.device import deterministic_kernels, hidden_gpus, resolve_device
 from infoflow.training.loop import Member, TrainerConfig, train_stack
 from infoflow.training.models import build_model
@@ -127,8 +128,13 @@ def _set_up(job: Job, spec: JobSpec, hydra_cfg: DictConfig) -> JobSetup:
         log.warning("runtime.device=auto runs on the CPU: %s", hidden)
     deterministic_kernels(device)
     torch.set_num_threads(resolve_threads(runtime["threads"], hydra_cfg.launcher))
-    data = build(spec.config["data"])
+    data_choice = hydra_cfg.runtime.choices.get("data")
+    data = check_dataset(
+        build(spec.config["data"]), f"data={data_choice} ({spec.node('data._target_')})"
+    )
     fingerprint = data.fingerprint  # of the content as read, before it moves to the device
+    if device.type != "cpu":  # refused before moving, with its size and the device's limit
+        check_fits(data.nbytes, device, f"data={data_choice}")
     data = data.to(device)
     torch.manual_seed(spec.seed)
     model = build_net(spec.config["model"], data.in_shape, data.n_classes).to(device)

@@ -2,6 +2,12 @@
 
 Images are float32 in [0, 1] with shape (n, channels, height, width); feature data sets
 (``tishby``: 12 bits per pattern) have shape (n, features); labels are int64.
+
+The loaders: ``digits``, ``tishby`` (made in code), MNIST and Fashion-MNIST (IDX files),
+CIFAR-10/100 (torchvision's pickled batches, read here), ``image_folder`` (torchvision's
+ImageFolder layout), ``arrays`` (one .npz); a user's ``_target_`` returns a :class:`Dataset`
+that :func:`check_dataset` checks. :func:`check_fits` refuses a data set too large for where
+it will live (docs/data.md).
 """
 
 from __future__ import annotations
@@ -10,8 +16,11 @@ import functools
 import gzip
 import hashlib
 import importlib.util
+import logging
 import math
 import os
+import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +29,8 @@ import numpy as np
 import torch
 
 from infoflow.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class DataError(UserError, RuntimeError):
@@ -54,6 +65,11 @@ class Dataset:
     @property
     def n_classes(self) -> int:
         return int(max(self.y_train.max(), self.y_eval.max())) + 1
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the four tensors hold (what moving them to a device allocates there)."""
+        return sum(getattr(self, k).element_size() * getattr(self, k).numel() for k in SPLITS)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -372,40 +388,69 @@ def check_idx(arrays: dict[str, np.ndarray], files: dict[str, Path], n_classes: 
             )
 
 
-# In-process cache of decoded IDX data sets: Hydra's basic launcher runs a sweep's jobs one after
-# another in ONE process, and every job instantiates its data set; decoding Fashion-MNIST again
-# would cost every job what the first paid (docs/speed.md), and sharing the object shares its
-# fingerprint (hashed once). Keyed by
-# each file's path, size and mtime, so a rewritten file is read again. Holds at most
-# _IDX_CACHE_SIZE data sets (Fashion-MNIST: 220 MB of float32 each).
-_IDX_CACHE: dict[tuple, Dataset] = {}
-_IDX_CACHE_SIZE = 2
+# In-process cache of decoded data sets read from files (IDX, CIFAR pickles, image folders,
+# .npz): Hydra's basic launcher runs a sweep's jobs one after another in ONE process, and every
+# job instantiates its data set; decoding Fashion-MNIST again would cost every job what the
+# first paid (docs/speed.md), and sharing the object shares its fingerprint (hashed once). Keyed
+# by each file's path, size and mtime (and the loader's settings), so a rewritten file is read
+# again. Holds at most _CACHE_SIZE data sets (Fashion-MNIST: 220 MB of float32 each, CIFAR-10
+# 737 MB).
+_CACHE: dict[tuple, Dataset] = {}
+_CACHE_SIZE = 2
+
+
+def _remember(key: tuple, make: Callable[[], Dataset]) -> Dataset:
+    """``make()`` once per ``key`` in this process (see ``_CACHE``)."""
+    if key not in _CACHE:
+        # make room first: the memory check of make() should not count a data set on its way out
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))  # oldest first
+        _CACHE[key] = make()
+    return _CACHE[key]
+
+
+def _stat_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
 
 
 def load_idx_folder(name: str, files: dict[str, Path], n_classes: int = IDX_CLASSES) -> Dataset:
     """The data set in the four IDX ``files``, checked (``check_idx``) and decoded once per
-    process (see ``_IDX_CACHE``).
+    process (see ``_CACHE``).
 
     Jobs of one process share the returned tensors: callers must not modify them in place
     (``Dataset.to`` and batch indexing copy; clone before editing, as the tests do).
     """
-    key = (name, *((k, str(p), p.stat().st_size, p.stat().st_mtime_ns) for k, p in files.items()))
-    if key not in _IDX_CACHE:
+
+    def make() -> Dataset:
         try:
             arrays = {k: read_idx(p) for k, p in files.items()}
         except DataError as err:
             raise DataError(f"data.root: {err}") from None
         check_idx(arrays, files, n_classes)
         source = str(files["x_train"].parent)
-        while len(_IDX_CACHE) >= _IDX_CACHE_SIZE:
-            _IDX_CACHE.pop(next(iter(_IDX_CACHE)))  # oldest first
-        _IDX_CACHE[key] = _from_uint8(name, source, *(arrays[k] for k in IDX_FILES))
-    return _IDX_CACHE[key]
+        return _from_uint8(name, source, *(arrays[k] for k in IDX_FILES))
+
+    return _remember((name, *((k, *_stat_key(p)) for k, p in files.items())), make)
 
 
 DEFAULT_ROOT = "~/.cache/infoflow/data"
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 _STEMS = ", ".join(f"{s}[.gz]" for s in IDX_FILES.values())
+
+
+def _root(root: str | None, download: bool) -> tuple[Path, str]:
+    """``data.root`` (null: ``DEFAULT_ROOT``) as a path, and as the messages show it; checks
+    ``data.download`` too."""
+    if not isinstance(download, bool):
+        raise DataError(f"data.download must be true or false, got {download!r}")
+    # Hydra reads data.root=2024 as an int; a folder may have that name, a bool is a mistake
+    folder_like = isinstance(root, (str, int, os.PathLike)) and not isinstance(root, bool)
+    if root is not None and (not folder_like or not str(root).strip()):
+        raise DataError(f"data.root must be a folder or null, got {root!r}")
+    target = Path(os.path.expanduser(str(root if root is not None else DEFAULT_ROOT)))
+    shown = repr(str(root)) if root is not None else f"null (the default, {target})"
+    return target, shown
 
 
 def _load_torchvision(
@@ -416,14 +461,7 @@ def _load_torchvision(
     ``root=None`` searches ``DEFAULT_ROOT`` then ``defaults`` and downloads into
     ``DEFAULT_ROOT``; an explicit root is the only place searched and downloaded into.
     """
-    if not isinstance(download, bool):
-        raise DataError(f"data.download must be true or false, got {download!r}")
-    # Hydra reads data.root=2024 as an int; a folder may have that name, a bool is a mistake
-    folder_like = isinstance(root, (str, int, os.PathLike)) and not isinstance(root, bool)
-    if root is not None and (not folder_like or not str(root).strip()):
-        raise DataError(f"data.root must be a folder or null, got {root!r}")
-    target = Path(os.path.expanduser(str(root if root is not None else DEFAULT_ROOT)))
-    shown = repr(str(root)) if root is not None else f"null (the default, {target})"
+    target, shown = _root(root, download)
     places = [target, *(map(Path, defaults) if root is None else ())]
     candidates = [c for p in places for c in (p, p / tv_class / "raw")]
     try:
@@ -482,6 +520,810 @@ def load_fashion_mnist(root: str | None = None, download: bool = True) -> Datase
     return _load_torchvision(
         "fashion_mnist", "FashionMNIST", root, download, (DEBIAN_FASHION_MNIST,)
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# sizes: a data set lives as whole tensors on the job's device, so it must fit there
+
+LIMIT_ENV = "INFOFLOW_DATA_LIMIT_BYTES"  # overrides every limit below (tests, shared machines)
+HEADROOM = 0.5  # the share of free memory a data set may take; the rest is the job's
+_FIT_HINT = (
+    "Use fewer samples (a subset written as one .npz for data=arrays, or fewer CIFAR batch "
+    "files), a smaller data.image_size for data=image_folder, or a machine with more memory"
+)
+
+
+def _size(n: float) -> str:
+    """Bytes in binary units for messages: ``1.50 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (cgroup v2): no limit
+
+
+def _cgroup_room() -> int | None:
+    """Bytes this process's memory cgroup still allows (limit - usage), None when unlimited
+    or unknown. Slurm and containers confine jobs with cgroups, which ``/proc/meminfo`` (the
+    whole machine's) does not show."""
+    rel = ""
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):  # cgroup v2: the process's own group
+                rel = line[3:].strip().lstrip("/")
+    except OSError:
+        pass
+    pairs = [
+        (f"/sys/fs/cgroup/{rel}/memory.max", f"/sys/fs/cgroup/{rel}/memory.current"),
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ]
+    for limit_file, usage_file in pairs:
+        limit = _read_int(limit_file)
+        if limit is not None and limit < 2**60:  # v1 writes "no limit" as ~2**63
+            return max(limit - (_read_int(usage_file) or 0), 0)
+    return None
+
+
+def host_available() -> int | None:
+    """Bytes of physical memory available to this process: ``MemAvailable`` of
+    ``/proc/meminfo`` (free plus reclaimable cache; ``SC_AVPHYS_PAGES`` where there is no
+    /proc), capped by the memory cgroup's room. None where neither is known."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = None
+    room = _cgroup_room()
+    if room is not None:
+        avail = room if avail is None else min(avail, room)
+    return avail
+
+
+def memory_limit(device: torch.device | str) -> tuple[int | None, str]:
+    """The most bytes a data set may take on ``device`` and how that was found (for messages).
+
+    ``INFOFLOW_DATA_LIMIT_BYTES`` wins when set. CUDA: :data:`HEADROOM` (half) of the free
+    memory (``torch.cuda.mem_get_info``); the other half is left to the model, its gradients
+    and optimizer state, the activations of a batch and the probe's buffers, which can take as
+    much again on wide layers. CPU and MPS (whose memory is the host's): half the memory
+    available to the process, the other half for the same and for the copies a loader makes
+    while decoding (bytes, then float32). None: unknown, not checked.
+    """
+    device = torch.device(device)
+    env = os.environ.get(LIMIT_ENV)
+    if env is not None:
+        if not env.strip().isdigit():
+            raise DataError(f"{LIMIT_ENV} must be a number of bytes (an integer >= 0), got {env!r}")
+        return int(env), f"set by {LIMIT_ENV}"
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        why = (
+            f"half of the {_size(free)} free on {device} of its {_size(total)}; the other half "
+            "is kept for the model, its activations and the probe's buffers"
+        )
+        return int(free * HEADROOM), why
+    avail = host_available()
+    if avail is None:
+        return None, "unknown"
+    why = (
+        f"half of the {_size(avail)} of memory available to this process; the other half is "
+        "kept for the model, the probe's activations and the copies made while loading"
+    )
+    return int(avail * HEADROOM), why
+
+
+def check_fits(nbytes: int, device: torch.device | str, what: str, hint: str = "") -> None:
+    """Refuse, before anything is loaded or moved, a data set of ``nbytes`` that cannot live as
+    whole tensors on ``device`` (see :func:`memory_limit` for the limits).
+
+    Parameters
+    ----------
+    nbytes : int
+        The data set's size as tensors (:attr:`Dataset.nbytes`, or a loader's estimate from
+        file headers before decoding).
+    device : torch.device or str
+        Where the tensors will live: ``cpu`` for a loader, the job's device before moving.
+    what : str
+        The data set as the message names it (a key and a file).
+    hint : str
+        What to do instead, when the caller knows better than the generic advice.
+
+    Raises
+    ------
+    DataError
+        naming the size, the limit, how the limit was found and what to do.
+    """
+    device = torch.device(device)
+    limit, why = memory_limit(device)
+    if limit is None or nbytes <= limit:
+        return
+    advice = hint or _FIT_HINT
+    if device.type != "cpu":
+        advice += ", or runtime.device=cpu (whole tensors in host memory)"
+    raise DataError(
+        f"{what} takes {_size(nbytes)} ({nbytes:,} bytes) as whole tensors on {device}, more "
+        f"than the {_size(limit)} allowed there ({why}). {advice}; {LIMIT_ENV}=N sets the "
+        "limit yourself."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# any Dataset: the contract a user's _target_ must keep
+
+
+def _prefix(text: str) -> Callable[[str], str]:
+    """``at`` of the checks below: names an array in messages, ``at("y_eval")`` is
+    ``"<text>: y_eval"``."""
+    return lambda key: f"{text}: {key}"
+
+
+def _check_layout(shapes: dict[str, tuple[int, ...]], at: Callable[[str], str]) -> None:
+    """Shapes of the four splits: x (n, ...) with at least one feature axis, y (n,), one label
+    per sample, non-empty splits, one sample shape for both splits. ``at(key)`` names the
+    array in messages."""
+    for split in ("train", "eval"):
+        xk, yk = f"x_{split}", f"y_{split}"
+        x, y = shapes[xk], shapes[yk]
+        if len(x) < 2:
+            raise DataError(
+                f"{at(xk)} must be shaped (n, features) or (n, channels, height, width), "
+                f"got shape {x}"
+            )
+        if len(y) != 1:
+            raise DataError(f"{at(yk)} must be shaped (n,) (one class index per sample), got {y}")
+        if x[0] == 0:
+            raise DataError(f"{at(xk)} must hold at least one sample, got shape {x}")
+        if y[0] != x[0]:
+            raise DataError(
+                f"{at(yk)} must hold one label per sample of {at(xk)} ({x[0]}), got {y[0]}"
+            )
+    if shapes["x_train"][1:] != shapes["x_eval"][1:]:
+        raise DataError(
+            f"{at('x_eval')} must hold samples of the training shape {shapes['x_train'][1:]}, "
+            f"got {shapes['x_eval'][1:]}"
+        )
+
+
+def _check_labels(y_train, y_eval, at: Callable[[str], str]) -> None:
+    """Class indices 0..K-1 (NumPy or torch integers): none negative, at least two classes in
+    the training split, no evaluation label beyond the training split's classes (K is taken
+    from the training split)."""
+    for key, y in (("y_train", y_train), ("y_eval", y_eval)):
+        low = int(y.min())
+        if low < 0:
+            raise DataError(f"{at(key)} must hold class indices 0..K-1, got label {low}")
+    top = int(y_train.max())
+    n_present = len(np.unique(np.asarray(y_train)))
+    if n_present < 2:
+        raise DataError(
+            f"{at('y_train')} must hold at least 2 classes (a classifier of one class learns "
+            f"nothing), got only label {top}"
+        )
+    if int(y_eval.max()) > top:
+        raise DataError(
+            f"{at('y_eval')} must hold labels of the training split's classes 0..{top} "
+            f"(from {at('y_train')}), got label {int(y_eval.max())}"
+        )
+
+
+def _check_finite(x: torch.Tensor, what: str) -> None:
+    """No NaN or infinity in ``x``. A NaN or an infinity makes the sum non-finite, so a finite
+    sum clears it in one reduction (CIFAR-10: 0.06 s against 2 s for ``isfinite().all()``);
+    only a non-finite sum (or one that overflowed) looks element by element."""
+    if bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all()):
+        return
+    bad = int((~torch.isfinite(x)).sum())
+    raise DataError(f"{what} must hold finite values, got {bad} NaN or infinite")
+
+
+def check_dataset(data: object, where: str) -> Dataset:
+    """``data`` if it keeps the :class:`Dataset` contract, else a DataError naming ``where``
+    (e.g. the ``data._target_`` that returned it). See docs/data.md.
+
+    The contract: ``x_train`` and ``x_eval`` float32 tensors shaped (n, features) or (n, C, H,
+    W), finite, one sample shape for both; ``y_train`` and ``y_eval`` int64 tensors (n,) of
+    class indices, at least two classes in the training split and none in the evaluation split
+    beyond them; every split non-empty; all four on one device; ``name`` a non-empty string,
+    ``source`` a string. Checked once per object (whole-tensor checks, no per-sample Python).
+    """
+    if not isinstance(data, Dataset):
+        raise DataError(
+            f"{where} must return an infoflow.Dataset (x_train, y_train, x_eval, y_eval "
+            f"tensors), got {type(data).__module__}.{type(data).__qualname__}"
+        )
+    if data.__dict__.get("_checked"):
+        return data
+    if not isinstance(data.name, str) or not data.name.strip():
+        raise DataError(f"{where}: Dataset.name must be a non-empty string, got {data.name!r}")
+    if not isinstance(data.source, str):
+        raise DataError(f"{where}: Dataset.source must be a string, got {data.source!r}")
+
+    at = _prefix(where)
+    tensors = {k: getattr(data, k) for k in SPLITS}
+    for key, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise DataError(f"{at(key)} must be a torch.Tensor, got {type(t).__name__}")
+        want = torch.float32 if key.startswith("x") else torch.int64
+        if t.dtype != want:
+            how = ".float()" if want == torch.float32 else ".long()"
+            raise DataError(f"{at(key)} must be {want} (convert with {how}), got {t.dtype}")
+    devices = {str(t.device) for t in tensors.values()}
+    if len(devices) > 1:
+        raise DataError(f"{where}: the four tensors must be on one device, got {sorted(devices)}")
+    _check_layout({k: tuple(t.shape) for k, t in tensors.items()}, at)
+    for key in ("x_train", "x_eval"):
+        _check_finite(tensors[key], at(key))
+    _check_labels(tensors["y_train"].cpu(), tensors["y_eval"].cpu(), at)
+    data.__dict__["_checked"] = True  # frozen dataclass: its __dict__ still takes a note
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100: torchvision's folders of pickled batches, read here (any subset)
+
+# name -> (torchvision class, folder, training files (None: data_batch_1..N), eval file,
+#          label key, classes, archive)
+CIFAR = {
+    "cifar10": (
+        "CIFAR10", "cifar-10-batches-py", None, "test_batch", "labels", 10,
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    ),
+    "cifar100": (
+        "CIFAR100", "cifar-100-python", ("train",), "test", "fine_labels", 100,
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    ),
+}  # fmt: skip
+CIFAR_PIXELS = 3 * 32 * 32  # a row of b"data": 1024 red, 1024 green, 1024 blue, row-major
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, numbers, strings and NumPy arrays only: a CIFAR batch is a
+    pickle, and a pickle may name any callable; these files may come from anywhere."""
+
+    ALLOWED = frozenset({
+        ("_codecs", "encode"),  # bytes in protocol 0-2 pickles
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    })  # fmt: skip
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a CIFAR batch never holds"
+            )
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path, label_key: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR batch: images (n, 3, 32, 32) uint8 (channel planes, NCHW) and labels
+    (n,) int64 in 0..n_classes-1. Python 2 pickles (the published files) and Python 3 ones
+    (a user's subset) alike; keys may be bytes or str."""
+    try:
+        with open(path, "rb") as f:
+            raw = _ArrayUnpickler(f, encoding="latin1").load()  # latin1: Python 2's numpy
+    except Exception as err:  # unreadable, truncated, not a pickle, a refused global
+        raise DataError(
+            f"data.root: {path} is not a readable CIFAR batch ({type(err).__name__}: {err})"
+        ) from None
+    if not isinstance(raw, dict):
+        raise DataError(f"data.root: {path} must hold a dict, got {type(raw).__name__}")
+    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in raw.items()}
+    for key in ("data", label_key):
+        if key not in batch:
+            raise DataError(
+                f"data.root: {path} must hold the key {key!r}, got keys {sorted(map(str, batch))}"
+            )
+    images, labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != CIFAR_PIXELS:
+        raise DataError(
+            f"data.root: {path}: 'data' must be uint8 shaped (n, {CIFAR_PIXELS}), got "
+            f"{images.dtype} {images.shape}"
+        )
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(
+            f"data.root: {path}: {label_key!r} must be a list of integers, got "
+            f"{labels.dtype} {labels.shape}"
+        )
+    if len(labels) != len(images):
+        raise DataError(
+            f"data.root: {path}: {label_key!r} must hold one label per image ({len(images)}), "
+            f"got {len(labels)}"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        bad = labels[(labels < 0) | (labels >= n_classes)][0]
+        raise DataError(
+            f"data.root: {path}: {label_key!r} must hold labels in 0..{n_classes - 1}, got {bad}"
+        )
+    return images.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _cifar_files(folder: Path, name: str) -> dict[str, list[Path]] | None:
+    """The training and evaluation batch files of ``name`` in ``folder``, or None if it holds
+    none of them. CIFAR-10 takes data_batch_1..N, any N >= 1 (a subset), without gaps."""
+    _, _, train_names, eval_name, *_ = CIFAR[name]
+    if train_names is None:
+        numbers = sorted(
+            int(p.name.rsplit("_", 1)[1])
+            for p in folder.glob("data_batch_*")
+            if p.name.rsplit("_", 1)[1].isdigit()
+        )
+        train = [folder / f"data_batch_{i}" for i in numbers]
+        if numbers and numbers != list(range(1, len(numbers) + 1)):
+            missing = min(set(range(1, numbers[-1] + 1)) - set(numbers))
+            raise DataError(
+                f"data.root: {folder} holds data_batch_{numbers} but not data_batch_{missing}: "
+                "the training batches must be data_batch_1..N without gaps"
+            )
+    else:
+        train = [folder / n for n in train_names if (folder / n).is_file()]
+    test = folder / eval_name
+    if not train and not test.is_file():
+        return None
+    if not train or not test.is_file():
+        want = "data_batch_1..N" if train_names is None else ", ".join(train_names)
+        missing = want if not train else eval_name
+        raise DataError(f"data.root: {folder} holds part of {name}: {missing} is missing")
+    return {"train": train, "eval": [test]}
+
+
+def _channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (population) standard deviation of uint8 images (n, C, H, W), on
+    the [0, 1] scale, exactly: from each channel's 256-bin histogram (no float summation, so
+    the same numbers on every machine). A constant channel gets std 1 (left unscaled)."""
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    mean, std = np.empty(images.shape[1]), np.empty(images.shape[1])
+    t = torch.from_numpy(images)  # torch's bincount of bytes: ~5x NumPy's (CIFAR-10: 0.6 s)
+    for c in range(images.shape[1]):
+        counts = torch.bincount(t[:, c].reshape(-1), minlength=256).double().numpy()  # (256,)
+        mean[c] = counts @ levels / counts.sum()
+        std[c] = np.sqrt(counts @ (levels - mean[c]) ** 2 / counts.sum())
+    std[std == 0] = 1.0
+    return mean, std
+
+
+def _images(a: np.ndarray, mean: np.ndarray | None, std: np.ndarray | None) -> torch.Tensor:
+    """uint8 (n, C, H, W) -> float32 in [0, 1], then ``(x - mean) / std`` per channel."""
+    x = torch.from_numpy(a).float().div_(255.0)  # (n, C, H, W)
+    if mean is not None:
+        shape = (1, -1, 1, 1)
+        x.sub_(torch.tensor(mean, dtype=torch.float32).view(shape))
+        x.div_(torch.tensor(std, dtype=torch.float32).view(shape))
+    return x
+
+
+def _read_cifar(name: str, files: dict[str, list[Path]], normalize: bool) -> Dataset:
+    _, _, _, _, label_key, n_classes, _ = CIFAR[name]
+    every = [p for split in files.values() for p in split]
+
+    def make() -> Dataset:
+        # checked before reading, and only then: a cached data set already holds its memory.
+        # A pickle holds 3,072 bytes per image and a little more: 4x its size is the float32
+        estimate = sum(p.stat().st_size for p in every) * 4
+        check_fits(estimate, "cpu", f"data={name} in {every[0].parent}", _FIT_HINT)
+        split = {}
+        for key, paths in files.items():
+            parts = [read_cifar_batch(p, label_key, n_classes) for p in paths]
+            split[key] = (
+                np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]),
+            )
+        mean, std = _channel_stats(split["train"][0]) if normalize else (None, None)
+        at = _prefix(f"data.root: {every[0].parent}")
+        shapes = {f"x_{k}": v[0].shape for k, v in split.items()}
+        shapes.update({f"y_{k}": v[1].shape for k, v in split.items()})
+        _check_layout(shapes, at)
+        _check_labels(split["train"][1], split["eval"][1], at)
+        t = torch.from_numpy
+        return Dataset(
+            name,
+            _images(split["train"][0], mean, std), t(split["train"][1]),
+            _images(split["eval"][0], mean, std), t(split["eval"][1]),
+            source=str(every[0].parent),
+        )  # fmt: skip
+
+    return _remember((name, normalize, *(_stat_key(p) for p in every)), make)
+
+
+def _load_cifar(name: str, root: str | None, download: bool, normalize: bool) -> Dataset:
+    if not isinstance(normalize, bool):
+        raise DataError(f"data.normalize must be true or false, got {normalize!r}")
+    tv_class, folder, train_names, eval_name, _, _, archive = CIFAR[name]
+    target, shown = _root(root, download)
+    candidates = [target / folder, target]  # torchvision's layout, or the folder itself
+    try:
+        if target.exists() and not target.is_dir():
+            raise DataError(f"data.root must be a folder holding {folder}/, got {shown}, a file")
+        for place in candidates:
+            files = _cifar_files(place, name) if place.is_dir() else None
+            if files is not None:
+                return _read_cifar(name, files, normalize)
+    except OSError as err:
+        raise DataError(
+            f"data.root must be a readable folder, got {shown} ({type(err).__name__}: {err})"
+        ) from None
+    looked = " and ".join(str(c) for c in candidates)
+    want = "data_batch_1..5" if train_names is None else ", ".join(train_names)
+    todo = (
+        f"Put torchvision's {folder}/ folder ({want} and {eval_name}, from {archive}; any number "
+        f"of images) in data.root"
+    )
+    if not download:
+        raise DataError(
+            f"data.root: no {name} batches in {looked} and data.download=false. {todo}, or set "
+            "data.download=true."
+        )
+    try:
+        import torchvision.datasets as tvd
+
+        getattr(tvd, tv_class)(str(target), train=True, download=True)
+    except Exception as err:  # any download failure gets the same advice
+        raise DataError(
+            f"data.root: no {name} batches in {looked}, and the download failed "
+            f"({type(err).__name__}: {' '.join(str(err).split())}). {todo}, or run once with "
+            "network."
+        ) from err
+    files = _cifar_files(target / folder, name)
+    if files is None:
+        raise DataError(f"data.root: download to {target / folder} left no {name} batches")
+    return _read_cifar(name, files, normalize)
+
+
+def load_cifar10(
+    root: str | None = None, download: bool = True, normalize: bool = False
+) -> Dataset:
+    """CIFAR-10 from torchvision's ``cifar-10-batches-py/`` folder under ``root`` (or ``root``
+    itself), read here: ``data_batch_1..N`` (any N, any number of images: a subset works, no
+    checksum asked) for training, ``test_batch`` for evaluation. Downloaded with torchvision
+    into ``root`` when absent and ``download``. ``root=None``: ``~/.cache/infoflow/data``.
+
+    Images float32 (n, 3, 32, 32) in [0, 1] (RGB planes, NCHW); with ``normalize``, minus the
+    training split's per-channel mean, over its per-channel standard deviation, both splits.
+    Decoded once per process (``_CACHE``).
+    """
+    return _load_cifar("cifar10", root, download, normalize)
+
+
+def load_cifar100(
+    root: str | None = None, download: bool = True, normalize: bool = False
+) -> Dataset:
+    """CIFAR-100 from torchvision's ``cifar-100-python/`` folder (``train``, ``test``) under
+    ``root``, with its 100 fine labels; otherwise as :func:`load_cifar10`."""
+    return _load_cifar("cifar100", root, download, normalize)
+
+
+# ---------------------------------------------------------------------------------------------
+# image_folder: torchvision's ImageFolder layout, decoded once per process
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+EVAL_FOLDERS = ("eval", "val")
+_MODES = {1: "L", 3: "RGB"}  # data.channels -> PIL mode
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (any depth), sorted, hidden entries skipped."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [
+            Path(dirpath) / f
+            for f in filenames
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+    return sorted(found)
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _image_split_folders(root: Path) -> tuple[Path, Path]:
+    train = root / "train"
+    evals = [root / e for e in EVAL_FOLDERS if (root / e).is_dir()]
+    if not train.is_dir() or len(evals) != 1:
+        held = ", ".join(sorted(p.name + "/" for p in root.iterdir() if p.is_dir())) or "none"
+        problem = "both eval/ and val/ (keep one)" if len(evals) > 1 else f"folders {held}"
+        raise DataError(
+            f"data.root {root} must hold train/ and one of eval/ or val/, each a folder per "
+            f"class (torchvision's ImageFolder layout), got {problem}"
+        )
+    return train, evals[0]
+
+
+def _image_listing(root: Path) -> tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """Classes (the sorted training class folders) and each split's (file, class index)."""
+    train, evaluation = _image_split_folders(root)
+    classes = _class_dirs(train)
+    if not classes:
+        raise DataError(f"data.root: {train} must hold one folder per class, got none")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = [c for c in _class_dirs(evaluation) if c not in index]
+    if unknown:
+        raise DataError(
+            f"data.root: {evaluation / unknown[0]} is a class the training split lacks "
+            f"({train} has {', '.join(classes)}): every evaluation class needs training images"
+        )
+    splits = []
+    for folder in (train, evaluation):
+        items = []
+        for c in _class_dirs(folder):
+            files = _image_files(folder / c)
+            if not files and folder is train:
+                raise DataError(
+                    f"data.root: {folder / c} must hold images ({', '.join(IMAGE_EXTENSIONS)}), "
+                    "got none"
+                )
+            items += [(f, index[c]) for f in files]
+        if not items:
+            raise DataError(f"data.root: {folder} must hold at least one image, got none")
+        splits.append(items)
+    return classes, splits[0], splits[1]
+
+
+def _decode_image(path: Path, mode: str, size: tuple[int, int] | None, fixed: bool) -> np.ndarray:
+    """One image as uint8 (C, H, W) in ``mode``: resized to ``size`` (width, height) unless
+    ``fixed`` (then it must already be that size)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if fixed and im.size != size:
+                raise DataError(
+                    f"data.image_size=null needs every image of one size, got {path} of "
+                    f"{im.size[0]}x{im.size[1]} where the first is {size[0]}x{size[1]}: set "
+                    "data.image_size to resize them to a square"
+                )
+            im = im.convert(mode)  # palette, alpha, 1-bit, CMYK -> RGB or L
+            if im.size != size:
+                im = im.resize(size, Image.Resampling.BILINEAR)  # antialiased when shrinking
+            a = np.asarray(im)  # (H, W) or (H, W, C) uint8
+    except DataError:
+        raise
+    except Exception as err:  # not an image, truncated, unsupported
+        raise DataError(
+            f"data.root: {path} could not be decoded ({type(err).__name__}: {err})"
+        ) from None
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # (C, H, W)
+
+
+def _decode_all(items: list[tuple[Path, int]], channels: int, size, fixed: bool) -> np.ndarray:
+    """Every image into one uint8 array (n, C, H, W), in order; a thread per core (Pillow
+    releases the GIL while it decodes and resizes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = np.empty((len(items), channels, size[1], size[0]), dtype=np.uint8)  # (n, C, H, W)
+
+    def put(i: int) -> None:
+        out[i] = _decode_image(items[i][0], _MODES[channels], size, fixed)
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(items), 1024):  # in chunks: a bad file stops it soon
+            list(pool.map(put, range(start, min(start + 1024, len(items)))))
+    return out
+
+
+def load_image_folder(
+    root: str | None = None, image_size: int | None = None, channels: int = 3
+) -> Dataset:
+    """Images in torchvision's ``ImageFolder`` layout: ``root/train/<class>/*`` and
+    ``root/eval/<class>/*`` (or ``val/``); files of any depth under a class folder, with the
+    extensions of :data:`IMAGE_EXTENSIONS`.
+
+    Classes are the training class folders, sorted by name (index 0 first, as torchvision's
+    ``ImageFolder``); the evaluation split uses the same mapping and may lack classes but not
+    add one. Every image is converted to RGB (``channels=3``) or grayscale (``channels=1``,
+    ITU-R 601-2 luma), then resized to ``image_size`` x ``image_size`` (bilinear, antialiased;
+    aspect ratio not kept), or, with ``image_size=None``, left as it is: all must then share
+    one size. Float32 (n, C, H, W) in [0, 1].
+
+    Decoded once per process, so a sweep's jobs share one object and its fingerprint: the
+    process cache is keyed by the folder, the settings and the modification time of every
+    class folder (a file added, removed or renamed in one changes it), which costs a stat per
+    class, not per image.
+    """
+    if root is None or isinstance(root, bool) or not str(root).strip():
+        raise DataError(
+            "data.root must name a folder holding train/ and eval/ (or val/) folders of class "
+            f"folders, got {root!r}"
+        )
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+    ):
+        raise DataError(f"data.image_size must be an integer >= 1 or null, got {image_size!r}")
+    if channels not in _MODES or isinstance(channels, bool):
+        raise DataError(f"data.channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    folder = Path(os.path.expanduser(str(root))).resolve()
+    if not folder.is_dir():
+        raise DataError(f"data.root must be an existing folder, got {str(root)!r} ({folder})")
+    try:
+        splits = _image_split_folders(folder)
+        stamp = tuple(_stat_key(split / c) for split in splits for c in _class_dirs(split))
+    except OSError as err:
+        raise DataError(
+            f"data.root: {folder} could not be read ({type(err).__name__}: {err})"
+        ) from None
+    key = ("image_folder", str(folder), image_size, channels, stamp)
+    return _remember(key, lambda: _read_image_folder(folder, image_size, channels))
+
+
+def _read_image_folder(folder: Path, image_size: int | None, channels: int) -> Dataset:
+    try:
+        _classes, train, evaluation = _image_listing(folder)
+    except OSError as err:
+        raise DataError(
+            f"data.root: {folder} could not be read ({type(err).__name__}: {err})"
+        ) from None
+    if image_size is None:
+        from PIL import Image
+
+        with Image.open(train[0][0]) as im:  # reads the header only
+            size = im.size
+    else:
+        size = (image_size, image_size)
+    n = len(train) + len(evaluation)
+    check_fits(
+        n * (channels * size[0] * size[1] * 4 + 8),
+        "cpu",
+        f"data=image_folder in {folder} ({n} images of {channels}x{size[1]}x{size[0]})",
+        "Set a smaller data.image_size, use fewer images, or a machine with more memory",
+    )
+    log.info("data=image_folder: decoding %d images of %s once in this process", n, folder)
+    fixed = image_size is None
+    x = {
+        k: _decode_all(items, channels, size, fixed)
+        for k, items in (("train", train), ("eval", evaluation))
+    }
+    y = {
+        k: np.array([c for _, c in items], dtype=np.int64)
+        for k, items in (("train", train), ("eval", evaluation))
+    }
+    at = _prefix(f"data.root: {folder}")
+    _check_labels(y["train"], y["eval"], at)
+    t = torch.from_numpy
+    return Dataset(
+        "image_folder",
+        _images(x["train"], None, None), t(y["train"]),
+        _images(x["eval"], None, None), t(y["eval"]),
+        source=str(folder),
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# arrays: one .npz holding x_train, y_train, x_eval, y_eval
+
+
+def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in the .npz at ``path``, from the .npy headers inside
+    the zip only (no array data read, compressed or not)."""
+    import zipfile
+
+    out = {}
+    with zipfile.ZipFile(path) as z:
+        for member in z.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with z.open(member) as f:
+                version = np.lib.format.read_magic(f)
+                # 2.0 widens the header length; 3.0 only allows utf-8 in structured field
+                # names, which ASCII headers (every plain array's) never hold
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read(f)
+            out[member[: -len(".npy")]] = (tuple(shape), np.dtype(dtype))
+    return out
+
+
+def _check_npz_headers(path: Path, heads: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+    at = _prefix(f"data.path {path}")
+    missing = [k for k in SPLITS if k not in heads]
+    if missing:
+        raise DataError(
+            f"data.path {path} must hold the arrays x_train, y_train, x_eval, y_eval "
+            f"(np.savez(path, x_train=..., ...)); {', '.join(missing)} missing, it holds "
+            f"{', '.join(sorted(heads)) or 'no arrays'}"
+        )
+    for key in ("x_train", "x_eval"):
+        dtype = heads[key][1]
+        if not (dtype == np.uint8 or dtype == np.bool_ or dtype.kind == "f"):
+            raise DataError(
+                f"{at(key)} must be float (used as is) or uint8 (divided by 255), got {dtype}: "
+                "convert it with .astype(np.float32) on the scale you want"
+            )
+    for key in ("y_train", "y_eval"):
+        dtype = heads[key][1]
+        if dtype.kind not in "iu":
+            raise DataError(
+                f"{at(key)} must hold integer class indices 0..K-1, got dtype {dtype} "
+                "(whole-number floats: .astype(np.int64); names: map them to indices)"
+            )
+    shapes = {k: heads[k][0] for k in SPLITS}
+    _check_layout(shapes, at)
+    x = shapes["x_train"]
+    if len(x) == 4 and x[3] in (1, 3, 4) and x[1] not in (1, 3, 4):
+        raise DataError(
+            f"{at('x_train')} looks channel-last (n, height, width, channels) = {x}; images "
+            "must be (n, channels, height, width): save x.transpose(0, 3, 1, 2)"
+        )
+
+
+def load_arrays(path: str | None = None) -> Dataset:
+    """The data set in one ``.npz`` (``np.savez`` or ``np.savez_compressed``) at ``path``:
+    ``x_train`` (n, ...) and ``x_eval`` (m, ...) float or uint8 (uint8 is divided by 255, bool
+    taken as 0/1), one sample shape for both, (n, features) for fully connected models or
+    (n, C, H, W) for convolutional ones; ``y_train`` (n,) and ``y_eval`` (m,) integer class
+    indices 0..K-1 (K from the training split, at least 2). Shapes, dtypes and the size are
+    checked from the file's headers before any array is read; values (NaN, labels) after.
+    Read once per process (path, size and mtime key the process cache).
+    """
+    if path is None or isinstance(path, bool) or not str(path).strip():
+        raise DataError(
+            "data.path must name a .npz file holding x_train, y_train, x_eval, y_eval, "
+            f"got {path!r}"
+        )
+    file = Path(os.path.expanduser(str(path))).resolve()
+    if not file.is_file():
+        raise DataError(f"data.path must be an existing .npz file, got {str(path)!r} ({file})")
+    try:
+        heads = npz_headers(file)
+    except Exception as err:  # not a zip, truncated, a bad header
+        raise DataError(
+            f"data.path {file} is not a readable .npz ({type(err).__name__}: {err})"
+        ) from None
+    _check_npz_headers(file, heads)
+    return _remember(("arrays", *_stat_key(file)), lambda: _read_arrays(file, heads))
+
+
+def _read_arrays(file: Path, heads: dict[str, tuple[tuple[int, ...], np.dtype]]) -> Dataset:
+    """The checked .npz read: its size checked against the host first (not when cached)."""
+    nbytes = sum(
+        int(np.prod(heads[k][0])) * (4 if k.startswith("x") else 8) for k in SPLITS
+    )  # as float32 and int64
+    check_fits(
+        nbytes, "cpu", f"data.path {file}",
+        "Save fewer samples (a subset) or fewer features, or use a machine with more memory",
+    )  # fmt: skip
+    at = _prefix(f"data.path {file}")
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in SPLITS}
+    except Exception as err:  # object arrays, corrupt members
+        raise DataError(
+            f"data.path {file} could not be read ({type(err).__name__}: {err})"
+        ) from None
+    x = {}
+    for key in ("x_train", "x_eval"):
+        a = arrays[key]
+        if a.dtype == np.uint8:
+            x[key] = torch.from_numpy(a).float().div_(255.0)
+            continue
+        x[key] = torch.from_numpy(a.astype(np.float32, copy=False))  # bool -> 0/1
+        _check_finite(x[key], at(key))
+    _check_labels(arrays["y_train"], arrays["y_eval"], at)
+    y = {k: torch.from_numpy(arrays[k].astype(np.int64)) for k in ("y_train", "y_eval")}
+    return Dataset("arrays", x["x_train"], y["y_train"], x["x_eval"], y["y_eval"], source=str(file))
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device):
