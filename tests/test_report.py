@@ -116,7 +116,7 @@ def test_report_facets_a_varied_key(tmp_path):
     names = sorted(p.name for p in index.parent.iterdir())
     assert names == sorted(
         [f"{k}__estimator.bins={b}.png" for k in ("plane", "curves") for b in (4, 30)]
-        + ["index.html", "runs.csv", "summary.csv"]
+        + ["index.html", "runs.csv", "summary.csv", "verdicts.csv"]
     )
     html = index.read_text()
     assert sorted(re.findall(r"<img src='([^']+)'", html)) == sorted(
@@ -499,3 +499,113 @@ def test_a_damaged_table_is_named_even_when_jobs_failed(tmp_path, capsys):
     (sweep / "0" / "mi.parquet").write_bytes(b"torn")  # one table, unreadable
     code, err = report_cli(capsys, sweep)
     assert code == 2 and "mi.parquet: not a readable Parquet file" in one_line_error(err)
+
+
+# ----------------------------------------------------------------------------------------------
+# compression verdicts: the table, the sentences, verdicts.csv, the peak on the plane
+
+
+def verdict_jobs(seeds=(0, 1, 2), settings=("exact", "binning_30", "renyi"), run_prefix=""):
+    """mlp3 jobs over 7 evaluations: I(X;T) of every layer peaks at epoch 3 and falls by a bit
+    under exact and binning_30, and stays flat under renyi (bits, a little seed noise)."""
+    jobs = []
+    for setting in settings:
+        for s in seeds:
+            frame = job_frame("mlp3", s, epochs=6, run_id=f"{run_prefix}{setting}-{s}")
+            e = frame["epoch"].to_numpy(float)
+            rng = np.random.default_rng(s)
+            if setting == "renyi":
+                xt = np.full(len(e), 3.0)
+            else:
+                xt = np.where(e <= 3, 2.0 + e / 3, 3.0 - (e - 3) / 3)
+            frame["I_XT"] = xt + 0.01 * frame["layer"] + 0.005 * rng.standard_normal(len(e))
+            frame["estimator"] = setting
+            frame["estimator.bins"] = 30 if setting == "binning_30" else np.nan
+            jobs.append(frame)
+    return jobs
+
+
+def test_the_report_gives_the_verdicts_side_by_side(tmp_path):
+    from infoflow import compression
+    from infoflow.report.verdicts import side_by_side
+
+    df = load(make_sweep(tmp_path / "sweep", verdict_jobs()))
+    index = make_report(df, tmp_path / "out", dpi=40)
+    html = index.read_text()
+    assert "<h2>Compression verdicts</h2>" in html and "3 seeds" in html
+    for layer in ("fc1", "fc2", "fc3"):
+        sentence = f"<li>{layer}: compresses under exact and binning_30; no compression under renyi"
+        assert sentence in html
+    header = "<tr><th>model</th><th>layer</th><th>exact</th><th>binning_30</th><th>renyi</th></tr>"
+    assert header in html
+    assert html.count("class='v-compresses'") == 6 and html.count("class='v-no-compression'") == 3
+    assert html.index("Compression verdicts") < html.index("<img")  # the answer comes first
+
+    csv = pd.read_csv(index.parent / "verdicts.csv")
+    expected, _, _ = side_by_side(compression(df))
+    assert len(csv) == 9 and list(csv.columns) == list(expected.columns)
+    assert csv["setting"].tolist() == expected["setting"].tolist()
+    assert csv["verdict"].tolist() == expected["verdict"].tolist()
+    np.testing.assert_allclose(csv["I_XT_drop"], expected["I_XT_drop"])
+    assert (csv.loc[csv.setting != "renyi", "peak_epoch"] == 3).all()
+
+
+def test_the_plane_marks_each_layer_peak(tmp_path):
+    from infoflow import compression
+
+    df = load(make_sweep(tmp_path / "sweep", verdict_jobs(settings=("exact",))))
+    fig = information_plane(df)
+    marks = by_gid(fig, "peak|")
+    assert sorted(marks) == ["peak|mlp3|1", "peak|mlp3|2", "peak|mlp3|3"]
+    mean = seed_mean(df, ["I_XT", "I_TY"])
+    peaks = compression(df).set_index("layer")["peak_epoch"]
+    for layer in (1, 2, 3):
+        rows = mean[mean.layer == layer]
+        top = rows.loc[rows["I_XT"].idxmax()]
+        assert top["epoch"] == peaks[layer] == 3  # the seed-mean peak is compression()'s
+        (x,), (y,) = marks[f"peak|mlp3|{layer}"].get_data()
+        assert (x, y) == pytest.approx((top["I_XT"], top["I_TY"]))
+    legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert "peak of I(X;T)" in legend
+
+
+def test_a_seed_in_two_globbed_sweeps_is_counted_once_on_the_page(tmp_path):
+    make_sweep(tmp_path / "runs" / "a", verdict_jobs((0, 1), ("exact",), run_prefix="a-"))
+    make_sweep(tmp_path / "runs" / "b", verdict_jobs((0, 2), ("exact",), run_prefix="b-"))
+    with pytest.warns(UserWarning) as caught:
+        index = make_report(str(tmp_path / "runs" / "*"), tmp_path / "out", dpi=40)
+    messages = [str(w.message) for w in caught if "counted once" in str(w.message)]
+    assert messages == ["seed 0 of model=mlp3 is in 2 runs (a-exact-0, b-exact-0): each seed is "
+                        "counted once, its runs averaged epoch by epoch (two sweeps loaded "
+                        "together? load one sweep, or drop the repeats)"]  # fmt: skip
+    summary = pd.read_csv(index.parent / "summary.csv")
+    verdicts = pd.read_csv(index.parent / "verdicts.csv")
+    assert (summary["n_seeds"] == 3).all()
+    assert (verdicts["n_seeds"] == 3).all() and (verdicts["n_runs"] == 4).all()
+    html = index.read_text()
+    assert "seed 0 of model=mlp3 is in 2 runs (a-exact-0, b-exact-0)" in html
+    assert "3 seeds" in html
+
+
+def test_one_seed_says_every_verdict_is_undetermined(tmp_path):
+    df = load(make_sweep(tmp_path / "sweep", verdict_jobs((0,), ("exact",))))
+    html = make_report(df, tmp_path / "out", dpi=40).read_text()
+    assert "1 seed: every verdict is undetermined" in html
+    assert "<li>fc1: undetermined under exact</li>" in html
+
+
+def test_bench_report_times_the_verdicts(capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_report.py"
+    spec = importlib.util.spec_from_file_location("bench_report", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    df = bench.synthetic_sweep(n_seeds=4, layers=2, epochs=10)
+    assert df.groupby(["estimator", "seed"])["run_id"].nunique().eq(1).all()
+    assert len(df) == 3 * 4 * 2 * 11
+    bench.time_verdicts(4, reps=1)
+    out = capsys.readouterr().out
+    assert "verdicts of 4 seeds x 5 layers x 101 evaluations x 3 estimator settings" in out
+    match = re.search(r"best of 1\s+([0-9.]+) s .*CPU ([0-9.]+) s, 15 verdicts", out)
+    assert match and float(match[1]) > 0, out

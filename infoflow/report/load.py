@@ -293,7 +293,8 @@ def final_summary(
         ``<v>_std`` (over seeds, ddof=1; NaN for one seed), ``<v>_ci95`` (half-width of the
         Student-t 95% interval of the mean) and ``n_seeds`` (distinct seeds that reached that
         epoch). A seed that appears in several runs (two sweeps loaded together) is counted
-        once, its runs averaged, with a warning: counting it twice would narrow the interval.
+        once, its runs averaged, with a warning that names its configuration and runs
+        (:func:`seed_repeats`): counting it twice would narrow the interval.
         A run stopped before the group's last epoch is not counted, rather than mixed in with
         an earlier epoch, and runs whose ``status`` says they did not complete (failed,
         interrupted, incomplete) are left out: their last epoch is not the sweep's.
@@ -309,13 +310,10 @@ def final_summary(
     last = df.groupby(by, dropna=False, sort=False)["epoch"].transform("max")
     rows = df[df["epoch"] == last]
     seed = "seed" if "seed" in rows.columns and "seed" not in by else "run_id"
+    config = [c for c in by if c not in ("layer", "layer_name")]
+    if len(repeats := seed_repeats(rows, config, seed)):
+        warnings.warn(repeats_message(repeats, rows, config, seed), stacklevel=2)
     per_seed = rows.groupby([*by, seed], dropna=False, sort=True)
-    if (repeats := int((per_seed["run_id"].nunique() > 1).sum())) > 0:
-        warnings.warn(
-            f"{repeats} (configuration, layer, seed) groups hold more than one run: each seed "
-            "is counted once, its runs averaged (load one sweep, or drop the repeats)",
-            stacklevel=2,
-        )
     rows = per_seed[["epoch", *values]].mean().reset_index()  # one row per seed
     grouped = rows.groupby(by, dropna=False, sort=True)
     out = grouped["epoch"].max().to_frame()
@@ -326,3 +324,54 @@ def final_summary(
         out[f"{v}_std"] = grouped[v].std(ddof=1)
         out[f"{v}_ci95"] = q * out[f"{v}_std"] / np.sqrt(out["n_seeds"])
     return out.reset_index()
+
+
+def seed_repeats(df: pd.DataFrame, config: Sequence[str], seed: str = "seed") -> pd.DataFrame:
+    """The seeds that appear in more than one run of a configuration.
+
+    Two sweeps loaded together (a glob over ``outputs/multirun/*``) can both hold seed 0 of
+    the same configuration under two run ids: counted as two seeds, it would narrow every
+    interval over seeds. Returns one row per such (configuration, seed): the ``config`` keys,
+    ``seed`` and ``run_ids`` (sorted list); empty when ``seed`` is ``run_id`` (runs are the
+    seeds) or absent.
+    """
+    columns = [*config, seed, "run_ids"]
+    if seed == "run_id" or seed not in df.columns or df.empty:
+        return pd.DataFrame(columns=columns)
+    runs = df.groupby([*config, seed], dropna=False, sort=True)["run_id"].unique()
+    runs = runs[runs.map(len) > 1].map(lambda ids: sorted(map(str, ids)))
+    return runs.rename("run_ids").reset_index()[columns]
+
+
+def repeats_message(
+    repeats: pd.DataFrame,
+    df: pd.DataFrame,
+    config: Sequence[str],
+    seed: str = "seed",
+    limit: int = 3,
+) -> str:
+    """One sentence naming the configurations and seeds of :func:`seed_repeats` (the first
+    ``limit`` of them) and what is done about them. A configuration is named by its ``model``
+    and the keys that vary in ``df``: what tells it apart from the others loaded."""
+    shown = [c for c in config if c == "model" or df[c].nunique(dropna=False) > 1]
+    parts = []
+    for row in repeats.head(limit).itertuples(index=False):
+        values = dict(zip(repeats.columns, row))
+        where = ", ".join(f"{k}={_text(values[k])}" for k in shown) or "the one configuration"
+        ids = values["run_ids"]
+        parts.append(f"{seed} {_text(values[seed])} of {where} is in {len(ids)} runs "
+                     f"({', '.join(ids)})")  # fmt: skip
+    more = len(repeats) - limit
+    if more > 0:
+        parts.append(f"and {more} more (configuration, seed) pair{'s' if more != 1 else ''}")
+    return (
+        "; ".join(parts) + ": each seed is counted once, its runs averaged epoch by epoch "
+        "(two sweeps loaded together? load one sweep, or drop the repeats)"
+    )
+
+
+def _text(value: object) -> str:
+    """A config value as a user typed it: 30 rather than 30.0, none for a missing value."""
+    if isinstance(value, (float, np.floating)):
+        return "none" if np.isnan(value) else f"{value:g}"
+    return str(value)

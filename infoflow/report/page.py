@@ -9,7 +9,10 @@ Writes into ``DIR`` (default: ``PATH/report`` for one directory, beside the data
 - ``summary.csv``: the last epoch per model and layer (and varied key): mean, std, 95% interval
   half-width and number of seeds of I_XT, I_TY, eval_acc;
 - ``runs.csv``: one line per run: its varied keys, seed, last epoch, final accuracy (status);
-- ``index.html``: all of the above on one page (PNG files referenced by relative path).
+- ``verdicts.csv``: the compression verdict per configuration, layer and estimator setting
+  (:func:`infoflow.compression` with a ``setting`` column, :func:`verdict_section`);
+- ``index.html``: all of the above on one page (PNG files referenced by relative path), the
+  verdicts as a table with the estimator settings side by side and a sentence per layer.
 
 Figure file names (:func:`figure_name`), one rule for every report: ``<kind>__<facet>.png``,
 ``<kind>`` being ``plane`` or ``curves``. ``<facet>`` is ``all`` when the sweep varied nothing
@@ -41,8 +44,10 @@ import importlib.util
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -57,6 +62,13 @@ from infoflow.report.load import (
     final_summary,
     load,
     varying_keys,
+)
+from infoflow.report.verdicts import (
+    MIN_SEEDS,
+    PEAK_FOLDS,
+    compression,
+    side_by_side,
+    verdict_sentences,
 )
 
 DPI = 130
@@ -420,13 +432,20 @@ def make_report(
             writer.submit(write_png, rgb, path, dpi)
             for rgb, path in _draw_facets(df, split, varied, out, dpi, sections)
         ]
-        summary = final_summary(df)
+        # both warn of a seed loaded twice, in the same words: said once, and on the page
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            summary = final_summary(df)
+            verdicts = verdict_section(df)
+        for message in dict.fromkeys(str(w.message) for w in caught):
+            warnings.warn(message, UserWarning, stacklevel=2)
         runs = runs_table(df, varied)
-        page = _html(df, origin, varied, sections, summary, runs, jobs)
+        page = _html(df, origin, varied, sections, summary, runs, jobs, verdicts)
         for done in written:
             done.result()  # an error writing a figure (a full disk) is raised here
     summary.to_csv(out / "summary.csv", index=False)
     runs.to_csv(out / "runs.csv", index=False)
+    verdicts.table.to_csv(out / "verdicts.csv", index=False)
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
@@ -466,6 +485,108 @@ def _draw_facets(
             yield render(fig, dpi), path
             files.append((path.name, f"{name.strip()}: {label or 'all runs'}", width, height))
         sections.append((label, context, files))
+
+
+@dataclass
+class VerdictSection:
+    """The report's compression verdicts: ``table`` (:func:`infoflow.compression`'s rows with
+    their estimator ``setting``, as written to ``verdicts.csv``), ``rows`` (the keys of a row
+    besides the layer), ``settings`` (the columns, in order), ``sentences`` (one per layer),
+    ``notes`` (the warnings compression() gave: seeds loaded twice) and ``html``."""
+
+    table: pd.DataFrame
+    rows: list[str]
+    settings: list[str]
+    sentences: list[str]
+    notes: list[str]
+    html: str
+
+
+def verdict_section(df: pd.DataFrame, min_drop: float = 0.1) -> VerdictSection:
+    """Compression verdicts of every configuration and layer of ``df``, the estimator settings
+    side by side (:func:`infoflow.report.verdicts.side_by_side`), as the page shows them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        verdicts = compression(df, min_drop=min_drop)
+    notes = list(dict.fromkeys(str(w.message) for w in caught))
+    for message in notes:  # still a warning to whoever called
+        warnings.warn(message, UserWarning, stacklevel=2)
+    table, rows, settings = side_by_side(verdicts)
+    sentences = verdict_sentences(table, rows)
+    html_text = _verdict_html(table, rows, settings, sentences, notes, min_drop)
+    return VerdictSection(table, rows, settings, sentences, notes, html_text)
+
+
+def _verdict_cell(row: pd.Series | None, show_n: bool) -> str:
+    """``compresses`` over ``1.23 [0.95, 1.50] · peak 30``; a dash where the setting has no
+    such layer."""
+    if row is None:
+        return "<td>–</td>"
+    e = html.escape
+
+    def bits(v: float) -> str:
+        return "–" if pd.isna(v) else f"{v:.2f}"
+
+    detail = (
+        f"{bits(row['I_XT_drop'])} [{bits(row['I_XT_drop_lo'])}, {bits(row['I_XT_drop_hi'])}]"
+        f" · peak {_fmt(row['peak_epoch'])}"
+    )
+    if show_n:
+        detail += f" · {row['n_seeds']} seed{'s' if row['n_seeds'] != 1 else ''}"
+    verdict = str(row["verdict"])
+    css = "v-" + verdict.replace(" ", "-")
+    return f"<td class='{css}'><b>{e(verdict)}</b><br><small>{e(detail)}</small></td>"
+
+
+def _verdict_html(
+    table: pd.DataFrame,
+    rows: list[str],
+    settings: list[str],
+    sentences: list[str],
+    notes: list[str],
+    min_drop: float,
+) -> str:
+    e = html.escape
+    if table.empty:
+        return "<h2>Compression verdicts</h2><p>No rows to judge.</p>"
+    layer = [c for c in ("layer", "layer_name") if c in table.columns]
+    seeds = sorted(table["n_seeds"].unique())
+    n_text = (
+        f"{seeds[0]} seed{'s' if seeds[0] != 1 else ''}"
+        if len(seeds) == 1
+        else f"{seeds[0]} to {seeds[-1]} seeds (given in each cell)"
+    )
+    parts = [
+        "<h2>Compression verdicts</h2>",
+        "<p>Does I(X;T) fall after its peak? Per configuration, layer and estimator setting: "
+        "the drop of I(X;T) from its peak to the last epoch in bits, its 95% bootstrap "
+        f"interval over {e(n_text)}, and the epoch at which the seed mean peaks (marked on "
+        f"the planes). <b>compresses</b>: the interval lies above {min_drop:g} bit; "
+        f"<b>no compression</b>: below it; <b>undetermined</b>: across it, or fewer than "
+        f"{MIN_SEEDS} seeds. Each seed's peak is chosen on the other seeds "
+        f"({PEAK_FOLDS}-fold cross-fitting), so seed noise cannot make a flat trajectory "
+        "compress. Every number is in <a href='verdicts.csv'>verdicts.csv</a>.</p>",
+    ]
+    if max(seeds) < MIN_SEEDS:
+        parts.append(
+            f"<p class='note'>{max(seeds)} seed{'s' if max(seeds) != 1 else ''}: every verdict "
+            f"is undetermined. Run {MIN_SEEDS} seeds or more (<code>-m "
+            f"'seed=range({max(5, MIN_SEEDS)})'</code>) for a verdict.</p>"
+        )
+    parts += [f"<p class='note'>{e(note)}</p>" for note in notes]
+    parts.append("<ul class='verdicts'>" + "".join(f"<li>{e(s)}</li>" for s in sentences) + "</ul>")
+    show_n = len(seeds) > 1
+    head = [*rows, "layer", *settings]
+    out = ["<table class='t v'><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in head) + "</tr>"]
+    for _, g in table.groupby([*rows, *layer], dropna=False, sort=False):
+        first = g.iloc[0]
+        name = first["layer_name"] if "layer_name" in g else f"layer {first['layer']}"
+        cells = [f"<th>{e(_fmt(first[k]))}</th>" for k in rows] + [f"<th>{e(_fmt(name))}</th>"]
+        by_setting = {r["setting"]: r for _, r in g.iterrows()}
+        cells += [_verdict_cell(by_setting.get(s), show_n) for s in settings]
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("".join(out) + "</table>")
+    return "\n".join(parts)
 
 
 def _summary_html(summary: pd.DataFrame) -> str:
@@ -509,6 +630,7 @@ def _html(
     summary: pd.DataFrame,
     runs: pd.DataFrame,
     jobs: pd.DataFrame | None = None,
+    verdicts: VerdictSection | None = None,
 ) -> str:
     e = html.escape
     keys = "".join(
@@ -525,7 +647,8 @@ def _html(
         "<h2>What the sweep varied</h2>",
         f"<table class='t'>{keys}</table>" if keys else "<p>Nothing but the seed.</p>",
         "<p>Information plane: I(X;T) on x, I(T;Y) on y, in bits; one trajectory per layer, "
-        "colour = epoch (0 = untrained, open marker), points are the mean over seeds. Curves: the "
+        "colour = epoch (0 = untrained, open marker), points are the mean over seeds, a black "
+        "bar marks each layer's peak I(X;T) (the rightmost point of its seed mean). Curves: the "
         "mean over seeds with the Student-t 95% interval of the mean as a band (wide for 2 "
         "seeds: t = 12.7). An axis spans at least half a bit (or a tenth of log2 N), so a "
         "change smaller than that stays small; dotted lines are the ceilings log2 N and H(Y), "
@@ -555,6 +678,8 @@ def _html(
                 f"<p class='note'>{len(absent)} of {len(jobs)} jobs wrote no rows and are not "
                 f"in this report: {e(listed + more)}.</p>"
             )
+    if verdicts is not None:
+        body.append(verdicts.html)
     for label, context, files in sections:
         body.append(f"<h2>{e(label) if label else 'All runs'}</h2><p>{e(context)}</p>")
         body.extend(
@@ -583,6 +708,11 @@ def _html(
         ".note{background:#fff4d6;padding:.6em 1em;border-left:4px solid #e0a800;"
         "overflow-wrap:anywhere}"
         "code{background:#f3f3f3;padding:0 3px}"
+        "table.v td{text-align:left;vertical-align:top}"
+        "table.v small{color:#555}"
+        ".v-compresses{background:#e3f1e6}"
+        ".v-no-compression{background:#f1f1f1}"
+        ".v-undetermined{background:#fff8e1}"
     )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>infoflow report</title>"

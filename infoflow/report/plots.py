@@ -8,7 +8,8 @@ epoch show that mean with a Student-t 95% interval of the mean as a band.
 Every function takes a table from :func:`infoflow.load` already restricted to one value of the
 sweep's other keys (the report does the faceting) and returns a :class:`matplotlib.figure.Figure`
 built without pyplot, so it renders headless (Agg) and leaves the caller's backend alone. Artists
-carry a ``gid`` (``"plane|<model>|<layer>"``, ``"curve|<model>|<layer>|<column>"``,
+carry a ``gid`` (``"plane|<model>|<layer>"``, ``"peak|<model>|<layer>"`` for the mark at a
+layer's peak I(X;T), ``"curve|<model>|<layer>|<column>"``,
 ``"acc|<model>|<column>"``, ``"ceiling|<model>"`` for the "at the ceiling" label) so tests and
 users can read the plotted numbers back.
 
@@ -421,7 +422,10 @@ def information_plane(
     matplotlib.figure.Figure
         In each panel, per layer: a grey line through the seed-mean points in epoch order, the
         points coloured by epoch (one colour bar, log scale for ``trainer.eval=log:N``), the
-        layer's marker shape, an open black marker at epoch 0. Dotted lines mark log2(n_samples)
+        layer's marker shape, an open black marker at epoch 0, a short black vertical bar at
+        the layer's peak I(X;T) (the seed-mean point furthest right, the earliest of equal
+        maxima: the ``peak_epoch`` of :func:`infoflow.compression` when every seed has every
+        evaluation; gid ``peak|<model>|<layer>``). Dotted lines mark log2(n_samples)
         on x (the ceiling of a binned I(X;T) of a deterministic net) and H(Y) on y (the ceiling
         of I(T;Y)) when they fall in the plotted range; layers at the I(X;T) ceiling are named
         in the panel. The scatter of each layer has gid ``plane|<model>|<layer>``.
@@ -463,6 +467,14 @@ def information_plane(
                 [first["I_XT"]], [first["I_TY"]], marker=marker, s=150 if marker == "*" else 95,
                 facecolors="none", edgecolors="black", linewidths=1.1, zorder=3,
             ))  # fmt: skip
+            xt = pts["I_XT"].to_numpy(float)
+            if np.isfinite(xt).any():
+                peak = pts.iloc[int(np.nanargmax(xt))]  # the first of equal maxima
+                mark = keep(ax.plot(
+                    [peak["I_XT"]], [peak["I_TY"]], ls="", marker="|", ms=13, mew=1.6,
+                    color="black", zorder=4,
+                )[0])  # fmt: skip
+                mark.set_gid(f"peak|{model}|{int(layer)}")
         ax.set_title(f"{model}  ({n_runs} run{'s' if n_runs != 1 else ''})", fontsize=10, y=1)
         if show_x:
             keep(ax.axvline(h_max, ls=":", lw=0.9, color="0.35", zorder=0))
@@ -498,6 +510,9 @@ def information_plane(
     ]
     handles.append(
         Line2D([], [], ls="", marker="o", mfc="none", mec="black", ms=9, label="epoch 0 (start)")
+    )
+    handles.append(
+        Line2D([], [], ls="", marker="|", ms=11, mew=1.6, color="black", label="peak of I(X;T)")
     )
     refs = []
     if show_x:
