@@ -27,6 +27,20 @@ PRECISIONS = ("auto", "float32", "float64")
 NOISE_SCALES = ("absolute", "variance", "neighbour")
 WIDTH_RULES = ("silverman", "fixed")
 
+# Layers (and inputs) wider than this many units take the column-block paths of renyi (its
+# Gram matrices), sliced (its projections) and kde (its centred, scaled copy): no temporary
+# there grows with the width beyond BLOCK_ELEMS values, nor is any float64 copy of the whole
+# layer made (kde takes its path also above kde.WIDE_VALUES values). Up to this width renyi
+# and sliced run the code they ran before, so their numbers on every layer of up to 16,384
+# units stay the same bit for bit (the column blocks change only the order of float sums;
+# tests/test_estimators_wide.py compares both paths). Read at call time as
+# ``_common.WIDE_UNITS``, so a test can lower it.
+WIDE_UNITS = 2**14
+
+# Values per block on the column-block paths: 16 MiB of float32 (a renyi block of the default
+# 4 x 256 batch rows is 4,096 units wide).
+BLOCK_ELEMS = 2**22
+
 # Largest Renyi order (estimator.alpha). renyi computes every order in (0, MAX_ALPHA] in a form
 # that neither underflows nor overflows (renyi.entropy_of); beyond ~1e305, (alpha - 1) ln(lambda)
 # overflows float64. The limit is set far below that: S_alpha lies between the min-entropy and

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import infoflow.estimators._common as _common
 from infoflow.estimators._common import LN2, check_bounds, check_params, diagnostics
 
 # Exponents are clamped here before exp: exp(-4 * cutoff) stays a normal number, which keeps
@@ -50,7 +51,11 @@ def _as_tensor(a: Any, device: torch.device | None = None) -> torch.Tensor:
 
 
 def pick_dtype(
-    T: torch.Tensor, input_dtype: torch.dtype, noise_var: float, precision: str
+    T: torch.Tensor | None,
+    input_dtype: torch.dtype,
+    noise_var: float,
+    precision: str,
+    r2: float | None = None,
 ) -> torch.dtype:
     """The dtype of the pairwise work: float64, or float32 where it is accurate enough.
 
@@ -58,11 +63,13 @@ def pick_dtype(
     ``max_i |t_i|^2 / (2 noise_var) <= FLOAT32_MAX_RATIO`` for the centred activations ``T``
     (the rounding of float32 distances grows with that ratio). ``float32`` is float32 unless
     that ratio overflows it (beyond ``FLOAT_HEADROOM``: a noise variance ~1e-38 of the
-    layer's spread, where float32 could only give NaN), then float64.
+    layer's spread, where float32 could only give NaN), then float64. ``r2``: that largest
+    squared norm where the caller has it (a wide layer's, from its row blocks; ``T`` unused).
     """
     if precision == "float64" or (precision == "auto" and input_dtype == torch.float64):
         return torch.float64
-    r2 = float(T.square().sum(1).max()) if len(T) else 0.0  # T (N, d) already centred
+    if r2 is None:
+        r2 = _max_sq_norm(T)
     if precision == "float32":
         fits = r2 / (2.0 * noise_var) <= torch.finfo(torch.float32).max / FLOAT_HEADROOM
         return torch.float32 if fits else torch.float64
@@ -75,7 +82,14 @@ def pick_dtype(
 FLOAT_HEADROOM = 16.0
 
 
-def check_noise(v: float, T: torch.Tensor, noise_var: float, noise_scale: str) -> None:
+def _max_sq_norm(T: torch.Tensor) -> float:
+    """``max_i |t_i|^2`` of the centred activations T (N, d); 0 without samples."""
+    return float(T.square().sum(1).max()) if len(T) else 0.0
+
+
+def check_noise(
+    v: float, T: torch.Tensor | None, noise_var: float, noise_scale: str, r2: float | None = None
+) -> None:
     """Refuse a noise variance ``v`` that float64 cannot work with against the layer ``T``.
 
     ``v`` (= ``noise_var`` times the scale of ``noise_scale``) must be a positive, finite
@@ -84,8 +98,10 @@ def check_noise(v: float, T: torch.Tensor, noise_var: float, noise_scale: str) -
     unit-scale layer), at v = 0 (a product that underflowed) the kernel is undefined. The
     admissible range is data-dependent (the layer's spread), so this is checked here, not in
     ``check_params``; a ValueError names ``estimator.noise_var``, the rule and the value.
+    ``r2``: ``max_i |t_i - mean|^2`` where the caller has it (``T`` unused).
     """
-    r2 = float(T.square().sum(1).max()) if len(T) else 0.0  # T (N, d) centred
+    if r2 is None:
+        r2 = _max_sq_norm(T)
     limit = torch.finfo(torch.float64).max / FLOAT_HEADROOM  # of |t|^2 / 2v
     if not (0.0 < v < math.inf) or r2 / (2.0 * v) > limit:
         smallest = r2 / (2.0 * limit)
@@ -95,6 +111,29 @@ def check_noise(v: float, T: torch.Tensor, noise_var: float, noise_scale: str) -
             f"from its mean ({r2:.3g}), at least {smallest:.3g} (so that |t|^2 / 2v stays "
             f"within float64), got noise_var={noise_var!r}, v={v!r}"
         )
+
+
+# Layers of more values than this (a float64 copy of 1 GiB; 10,000 x 13,421 units) take the
+# row-block path of a wide layer even when they have at most ``_common.WIDE_UNITS`` units: the
+# whole-layer path holds ~33 bytes per value (1,042 MiB measured for 2,000 x 16,384), 5 GiB
+# for a CIFAR ResNet stem's 10,000 x 16,384. The 10,000 x 12,544 maps of the study's CNN
+# stay below it, on the path they were computed with.
+WIDE_VALUES = 2**27
+
+
+def _is_wide(T: torch.Tensor) -> bool:
+    """Whether kde takes the row-block path for the layer T (N, d)."""
+    return T.shape[1] > _common.WIDE_UNITS or T.numel() > WIDE_VALUES
+
+
+def _sq_norms(W: torch.Tensor) -> torch.Tensor:
+    """``|w_i|^2`` of the rows of W (N, d), shape (N,): through one whole-array square on the
+    whole-layer path (as before), in row blocks on a wide layer's (:func:`_is_wide`; no
+    temporary as large as the layer: 5 GiB for a float64 10,000 x 65,536)."""
+    if not _is_wide(W) or len(W) == 0:
+        return W.square().sum(1)
+    rows = max(1, _common.BLOCK_ELEMS // W.shape[1])
+    return torch.cat([block.square().sum(1) for block in W.split(rows)])  # (N,)
 
 
 def kernel_sums(
@@ -124,7 +163,7 @@ def kernel_sums(
     """
     n, n_classes = W.shape[0], onehot.shape[1]
     cutoff = EXP_CUTOFF[W.dtype]
-    sq = W.square().sum(1)  # (N,)
+    sq = _sq_norms(W)  # (N,)
     onehot_t = onehot.T.contiguous()  # (C, N)
     # accumulated in W's dtype: each tile adds one partial sum per entry (<= N / block of them)
     S = torch.zeros(2, n_classes, n, dtype=W.dtype, device=W.device)  # lo, hi
@@ -216,7 +255,7 @@ def noise_variance(T: torch.Tensor, noise_var: float, noise_scale: str, seed: in
     gen = torch.Generator().manual_seed(seed)
     queries = torch.randperm(n, generator=gen)[: min(n, NN_QUERIES)].to(T.device)  # (q,)
     W = T.to(torch.float32)  # the distances' rounding is below the duplicate threshold
-    sq = W.square().sum(1)  # (N,)
+    sq = _sq_norms(W)  # (N,)
     Q, sq_q = W[queries], sq[queries]  # (q, d), (q,)
     nearest = torch.full((len(queries),), math.inf, dtype=torch.float64, device=T.device)
     for j0 in range(0, n, 8192):
@@ -271,12 +310,13 @@ def mc_log_sums(
     n, d = U.shape
     gen = torch.Generator().manual_seed(seed)
     comp = torch.randperm(n, generator=gen)[torch.arange(n_draws) % n].to(U.device)  # (M,)
+    step = _draw_rows(d)
     cutoff = EXP_CUTOFF[U.dtype]
-    sq = U.square().sum(1)  # (N,)
+    sq = _sq_norms(U)  # (N,)
     log_all = torch.empty(n_draws, dtype=torch.float64, device=U.device)
     log_own = torch.empty_like(log_all)
-    for q0 in range(0, n_draws, MC_ROWS):
-        rows = comp[q0 : q0 + MC_ROWS]  # (b,)
+    for q0 in range(0, n_draws, step):
+        rows = comp[q0 : q0 + step]  # (b,)
         zeta = torch.randn((len(rows), d), generator=gen, dtype=torch.float64) * math.sqrt(0.5)
         zeta = zeta.to(U.device, U.dtype)  # (b, d)
         S = U[rows] + zeta  # (b, d) the drawn points
@@ -299,6 +339,72 @@ def mc_log_sums(
         own_sum = sums64.gather(1, labels[rows][:, None]).squeeze(1)  # (b,)
         log_own[q0 : q0 + len(rows)] = top64 + own_sum.log()
     return log_all, log_own, comp
+
+
+def _draw_rows(d: int) -> int:
+    """Mixture points drawn per block: :data:`MC_ROWS`, or on a layer wider than
+    ``_common.WIDE_UNITS`` units as many multiples of 16 as fit ``_common.BLOCK_ELEMS``
+    values (64 of 65,536 units). The draws are the same either way: torch's CPU normal sampler
+    fills whole groups of 16 values, so blocks of a multiple of 16 rows concatenate to the
+    draws of larger blocks (tests/test_estimators_wide.py compares the two)."""
+    if d <= _common.WIDE_UNITS:
+        return MC_ROWS
+    return min(MC_ROWS, 16 * max(1, _common.BLOCK_ELEMS // (16 * d)))
+
+
+def _wide_scaled(
+    T: torch.Tensor, noise_var: float, noise_scale: str, seed: int, precision: str
+) -> tuple[torch.Tensor, float, torch.dtype]:
+    """``W = (T - mean) / sqrt(8 v)`` of a wide layer T (N, d) in the work dtype, with v and
+    that dtype: what :func:`kde` makes of a smaller layer through float64 copies of it, here
+    block by block into the one (N, d) array W (a layer :func:`_is_wide` calls wide).
+
+    The column means (float64, column blocks), the largest squared norm and the mean square
+    of the centred rows (float64, row blocks) replace the whole-layer reductions; each value
+    of W is then computed as there, so W differs only through the order of those sums. With
+    ``noise_scale='neighbour'`` the centred layer is first written into W in float32 for the
+    nearest-neighbour gaps (as :func:`noise_variance` casts it), then overwritten.
+    """
+    n, d = T.shape
+    mean = torch.empty(d, dtype=torch.float64, device=T.device)  # (d,)
+    cols = max(1, _common.BLOCK_ELEMS // max(n, 1))
+    for c0 in range(0, d, cols):
+        block = T[:, c0 : c0 + cols]  # (N, c) a view
+        if not bool(torch.isfinite(block).all()):
+            raise ValueError("activations must be finite, got NaN or inf in T")
+        mean[c0 : c0 + cols] = block.double().mean(0)
+    rows = max(1, _common.BLOCK_ELEMS // d)
+    r2, total = 0.0, 0.0
+    for block in T.split(rows):
+        norms = (block.double() - mean).square().sum(1)  # (r,)
+        r2, total = max(r2, float(norms.max())), total + float(norms.sum())
+    W = None
+    if noise_scale == "neighbour":
+        W = _fill_centred(torch.empty((n, d), dtype=torch.float32, device=T.device), T, mean)
+        v = noise_variance(W, noise_var, noise_scale, seed)
+    elif noise_scale == "variance":
+        s2 = total / (n * d) if n else 0.0  # the mean per-unit variance
+        v = noise_var * s2 if s2 > 0 else noise_var
+    else:
+        v = noise_var
+    check_noise(v, None, noise_var, noise_scale, r2=r2)
+    dtype = pick_dtype(None, T.dtype, v, precision, r2=r2)
+    if W is not None and W.dtype != dtype:
+        W = None  # freed before its float64 successor is made
+    if W is None:
+        W = torch.empty((n, d), dtype=dtype, device=T.device)
+    return _fill_centred(W, T, mean, math.sqrt(8.0 * v)), v, dtype
+
+
+def _fill_centred(
+    out: torch.Tensor, T: torch.Tensor, mean: torch.Tensor, scale: float = 1.0
+) -> torch.Tensor:
+    """``out = ((T - mean) / scale)`` in out's dtype, computed in float64 per row block."""
+    rows = max(1, _common.BLOCK_ELEMS // max(T.shape[1], 1))
+    for r0 in range(0, len(T), rows):
+        centred = T[r0 : r0 + rows].double() - mean  # (r, d)
+        out[r0 : r0 + rows] = centred.div_(scale)  # rounded to out's dtype as .to() does
+    return out
 
 
 def _mc_estimates(
@@ -405,6 +511,10 @@ def kde(
     components (it then equals log2 of the number of distinct clusters); both bounds tend to
     0 as v grows. The O(N^2 d) work runs in tiles in torch; ~1-2 s for the bounds at
     N = 10,000, d = 512 on two CPU cores, about as much again for the Monte Carlo estimate.
+    A layer wider than 16,384 units or of more than 2^27 values (:func:`_is_wide`) is
+    centred and scaled block by block into one (N, d) array in the work dtype, the only copy
+    of the layer held (:func:`_wide_scaled`); O(N^2 d) stays: minutes for 10,000 x 65,536
+    (``estimators.cost_warning`` says so before a job trains).
     """
     check_params(
         {
@@ -423,16 +533,20 @@ def kde(
         y = _as_tensor(Y, T.device).reshape(-1)  # (N,)
         if len(T) != len(y):
             raise ValueError(f"T has {len(T)} samples but Y has {len(y)}")
-        if not bool(torch.isfinite(T).all()):
+        wide = _is_wide(T)
+        if not wide and not bool(torch.isfinite(T).all()):
             raise ValueError("activations must be finite, got NaN or inf in T")
         _, labels = torch.unique(y, return_inverse=True)  # (N,) in 0..C-1
         counts = torch.bincount(labels)  # (C,)
-        T64 = T.double()
-        T64 = T64 - T64.mean(0)  # (N, d) centred: distances unchanged, rounding smaller
-        v = noise_variance(T64, noise_var, noise_scale, seed)
-        check_noise(v, T64, noise_var, noise_scale)
-        dtype = pick_dtype(T64, T.dtype, v, precision)
-        W = (T64 / math.sqrt(8.0 * v)).to(dtype)  # (N, d) |w_i - w_j|^2 = D_ij / 8v
+        if wide:  # no float64 copy of the layer: one (N, d) array in the work dtype
+            W, v, dtype = _wide_scaled(T, noise_var, noise_scale, seed, precision)
+        else:
+            T64 = T.double()
+            T64 = T64 - T64.mean(0)  # (N, d) centred: distances unchanged, rounding smaller
+            v = noise_variance(T64, noise_var, noise_scale, seed)
+            check_noise(v, T64, noise_var, noise_scale)
+            dtype = pick_dtype(T64, T.dtype, v, precision)
+            W = (T64 / math.sqrt(8.0 * v)).to(dtype)  # (N, d) |w_i - w_j|^2 = D_ij / 8v
         onehot = torch.nn.functional.one_hot(labels, len(counts)).to(dtype)  # (N, C)
         S_lo, S_hi = kernel_sums(W, onehot, block)
         I_XT_lo, I_TY_lo = _bounds_from_sums(S_lo, labels, counts)
@@ -440,7 +554,10 @@ def kde(
         n_draws = len(T) if mc_samples is None else mc_samples
         I_XT_mc = I_TY_mc = se = math.nan
         if n_draws > 0 and len(T) > 0:
-            U = (T64 / math.sqrt(2.0 * v)).to(dtype)  # (N, d) |u_i - u_j|^2 = D_ij / 2v
+            if wide:  # sqrt(8v) = 2 sqrt(2v) exactly and x2 commutes with rounding: U = 2W
+                U = W.mul_(2.0)  # (N, d) in place: W is not needed any more
+            else:
+                U = (T64 / math.sqrt(2.0 * v)).to(dtype)  # (N, d) |u_i - u_j|^2 = D_ij / 2v
             log_all, log_own, comp = mc_log_sums(U, onehot, labels, n_draws, seed, block)
             I_XT_mc, se, I_TY_mc = _mc_estimates(log_all, log_own, labels[comp], counts)
         counts_np = counts.cpu().numpy()
