@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from infoflow import spec as specs
 from infoflow.errors import UserError
+from infoflow.estimators.cost import cost_warning
 from infoflow.spec import JobSpec
 from infoflow.sweep.cache import TrainCache
 from infoflow.sweep.job import Job, interrupt_exit
@@ -71,6 +72,13 @@ def build_net(node: Mapping[str, Any], in_shape: Sequence[int], n_classes: int) 
             raise err.__cause__ from None
         raise
     return build_model(factory, {}, in_shape, n_classes)
+
+
+def n_probed(data: Any, spec: JobSpec) -> int:
+    """How many samples the estimator sees (``probe.samples``)."""
+    samples = spec.node("probe.samples")
+    n_eval, n_train = len(data.y_eval), len(data.y_train)
+    return {"eval": n_eval, "train": n_train}.get(samples, n_eval + n_train)
 
 
 def model_label(spec: JobSpec, hydra_cfg: DictConfig) -> str:
@@ -142,6 +150,8 @@ def _set_up(job: Job, spec: JobSpec, hydra_cfg: DictConfig) -> JobSetup:
     probe = Probe.of(model, spec.node("probe.layers"), data.x_eval[:1])  # before any training
     make_optimizer = build(spec.config["optimizer"])
     estimator = build(spec.config["estimator"])
+    if warning := cost_warning(estimator, list(probe.units), n_probed(data, spec)):
+        log.warning(warning)  # before training: the cheaper estimators are named
     choices = {**hydra_cfg.runtime.choices, "model": model_label(spec, hydra_cfg)}
     job.meta = spec.meta(job.run_id, choices, device.type, data.source)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
