@@ -7,9 +7,18 @@ matplotlib, nor torch). ``infoflow.Dataset`` is the type a data set of your own 
 """
 
 from infoflow.report.load import LoadError, final_summary, load, varying_keys
+from infoflow.report.score import failed_to_train, score
 from infoflow.report.verdicts import compression
 
-__all__ = ["LoadError", "compression", "final_summary", "load", "varying_keys"]
+__all__ = [
+    "LoadError",
+    "compression",
+    "failed_to_train",
+    "final_summary",
+    "load",
+    "score",
+    "varying_keys",
+]
 
 
 def __getattr__(name: str):

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from infoflow import io
 from infoflow.errors import UserError
 from infoflow.estimators import check_params as check_estimator_params
+from infoflow.estimators.exact import SOFTMAX_RULES
 from infoflow.training.data import PROBE_SAMPLES
 from infoflow.training.device import resolve_device
 from infoflow.training.models import ACTIVATIONS, INITS
@@ -128,6 +129,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "estimator.bits": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 16,
         "must be null (model.quantize's, or 8) or an integer from 2 to 16",
+    ),
+    "estimator.softmax": (
+        lambda v: v in SOFTMAX_RULES,
+        f"must be one of {', '.join(SOFTMAX_RULES)} (how exact counts the softmax output)",
     ),
     "probe.samples": (
         lambda v: v in PROBE_SAMPLES,

@@ -15,13 +15,18 @@ A config option of the ``estimator`` group names the function (``_target_``) and
 - ``renyi``: matrix-based Renyi alpha-entropy MI from Gram matrices (Giraldo et al. 2015).
 - ``sliced``: sliced MI over random 1-D projections (Goldfeld & Greenewald 2021).
 - ``per_neuron``: the seed notebook's per-unit estimator.
+- ``exact``: the plug-in entropies of a quantized layer's rows, exact over the samples
+  (Lorenzen, Igel & Nielsen 2022); refuses a layer that is not on a grid.
 
 :func:`saturation_warning` turns a table's ``saturated`` column into a warning that names the
-estimators at their ceiling and the keys that would move them.
+estimators at their ceiling and the keys that would move them; :func:`cost_warning`, before a
+job trains, warns where one estimate of a probed layer would be slow or large.
 """
 
 from infoflow.estimators._common import check_params
 from infoflow.estimators.binning import binning
+from infoflow.estimators.cost import cost_warning
+from infoflow.estimators.exact import exact
 from infoflow.estimators.kde import kde
 from infoflow.estimators.per_neuron import per_neuron
 from infoflow.estimators.renyi import renyi
@@ -31,6 +36,8 @@ from infoflow.estimators.sliced import sliced
 __all__ = [
     "binning",
     "check_params",
+    "cost_warning",
+    "exact",
     "kde",
     "per_neuron",
     "renyi",

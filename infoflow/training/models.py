@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from infoflow.errors import UserError
+from infoflow.training.quantize import quantize_mlp_
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 IN_PLACE = {"relu": torch.relu_, "tanh": torch.tanh_}  # for passes without autograd
-INITS = ("torch", "truncated_normal")  # model.init of the MLP
+INITS = ("torch", "truncated_normal", "glorot_uniform")  # model.init of the MLP
 
 
 class ModelError(UserError, ValueError):
@@ -57,6 +58,12 @@ class MLP(nn.Module):
     softmax of the logits is the net's output (cross-entropy loss; ``probe.output=true``
     measures it). Its top-level modules are ``fc1``..``fcN`` and ``out``: probed by default
     (``probe.layers``: ``fc*``, or null), each hidden layer after its activation.
+    ``glorot_uniform`` (Keras' default: U(+-sqrt(6 / (fan_in + fan_out))), zero biases) is what
+    Lorenzen et al.'s (2022) code initialises with.
+
+    ``quantize``: null, or a bit width (2..16) for quantization-aware training as Lorenzen,
+    Igel & Nielsen (2022) do it (:mod:`infoflow.training.quantize`): every hidden activation
+    on a grid of 2^bits values, in training and in the evaluation pass.
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class MLP(nn.Module):
         hidden: Sequence[int] = (128,),
         activation: str = "relu",
         init: str = "torch",
+        quantize: int | None = None,
     ) -> None:
         super().__init__()
         dims = [math.prod(in_shape), *hidden]
@@ -76,6 +84,11 @@ class MLP(nn.Module):
         if init == "truncated_normal":
             for layer in [*(block.linear for block in self.blocks()), self.out]:
                 truncated_normal_(layer)
+        elif init == "glorot_uniform":
+            for layer in [*(block.linear for block in self.blocks()), self.out]:
+                glorot_uniform_(layer)
+        if quantize is not None:
+            quantize_mlp_(self, quantize, activation)
 
     def blocks(self) -> list[Dense]:
         return [getattr(self, f"fc{i}") for i in range(1, self.depth + 1)]
@@ -85,6 +98,13 @@ class MLP(nn.Module):
         for block in self.blocks():
             h = block(h)  # (B, width)
         return self.out(h)  # (B, n_classes)
+
+
+@torch.no_grad()
+def glorot_uniform_(layer: nn.Linear) -> None:
+    """Weights ~ U(+-sqrt(6 / (fan_in + fan_out))) (Keras' ``glorot_uniform``), biases 0."""
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
 
 
 @torch.no_grad()
