@@ -32,8 +32,9 @@ SWEEPS = {
 # differ from run to run by design: a time stamp and random bits, where the data was read from
 DROPPED = ["run_id", "data_source"]
 # config keys added since the freeze: a new column each, the numbers unchanged (probe.layers:
-# the built-in models' default layers, named in their options since issue 23)
-ADDED = ["probe.layers"]
+# the built-in models' default layers, named in their options since issue 23; model.quantize,
+# null unless a net is quantized, issue 24)
+ADDED = ["probe.layers", "model.quantize"]
 
 # config columns, the sort key with ROW: the group choices, seed, device and the dotted config
 # leaves (``estimator.bins``); every other column is measured (sigma_T and the like included)
