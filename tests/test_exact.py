@@ -160,7 +160,8 @@ def test_the_config_takes_its_width_from_model_quantize(compose_cfg):
     cfg = compose_cfg("estimator=exact", "data=tishby", "model=ib_net", "+model.quantize=4")
     spec = JobSpec.of(cfg)
     assert spec.node("estimator.bits") == 4 and spec.node("estimator.softmax") == "requantize"
-    assert JobSpec.of(compose_cfg("estimator=exact")).node("estimator.bits") == 8
+    # model.quantize: null in the option: bits null, which exact takes as its 8-bit default
+    assert JobSpec.of(compose_cfg("estimator=exact")).node("estimator.bits") is None
 
 
 @pytest.mark.parametrize("radix, d", [(2, 70), (256, 10), (257, 3), (65537, 20)])

@@ -205,14 +205,11 @@ class StackTrainer:
                 self.new_epoch()
             # in chunks of batches, so that a long stretch says how far it is between them
             stop = min(self.per_epoch, pos + step - self.step, pos + PROGRESS_BATCHES)
-            train_batches(
-                self.models,
-                self.optimizer,
-                self.data,
-                self.epoch_batches[pos:stop],
-                sums,
-                self.rngs,
-            )
+            batches = self.epoch_batches[pos:stop]
+            # the seeds' own random streams only where a net draws (Dropout): the usual call
+            # otherwise
+            rngs = () if self.rngs is None else (self.rngs,)
+            train_batches(self.models, self.optimizer, self.data, batches, sums, *rngs)
             self.step += stop - pos
             progress.tick()
         if sums.seen == 0:
