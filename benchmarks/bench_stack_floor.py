@@ -9,12 +9,18 @@ measures, per optimizer step, side by side in one process:
   one);
 - ``job, S seeds``: the job's stacked step (``StackTrainer``): each seed's layers as they run
   alone, bit for bit;
+- ``job batched, S seeds``: the job's step with ``hydra.launcher.stack=batched``
+  (``infoflow.training.batched.BatchedStackTrainer``): one ``baddbmm`` per layer for every
+  seed, one optimizer step over the stacked parameters, each seed's own batch order;
 - ``batched, S seeds``: the S seeds' arithmetic in the most batched form torch has on the CPU:
   weights with a leading seed axis, one ``baddbmm`` per layer for all seeds, one cross-entropy,
   one backward, one Adam step over the stacked tensors (not bit for bit: see
   docs/seeds.md); the same data gather per seed as the job's;
 - ``matmuls only, S seeds``: of that, the forward and backward matmuls and tanh alone (no
-  gather, loss or optimizer): what no formulation of this net can avoid.
+  gather, loss or optimizer): what no formulation of this net can avoid;
+- ``matmuls only, feature-major``: the same arithmetic as ``W @ h`` on (S, units, batch)
+  activations, the batched stack's layout (twice as fast for these 12..2-unit layers): the
+  floor of ``job batched``.
 
 Each at 1 and 2 threads (``--threads``). The ratios to ``job, 1 seed`` at its best thread
 count bound what stacking can give the training part of a sweep; the evaluations (one pass and
@@ -33,6 +39,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from infoflow.training.batched import BatchedStackTrainer
 from infoflow.training.data import load_tishby
 from infoflow.training.models import MLP
 from infoflow.training.trainer import StackTrainer
@@ -44,15 +51,36 @@ def adam(params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=2e-4, foreach=True)
 
 
-def job_step(data, seeds: int):
+def job_step(data, seeds: int, trainer_class: type[StackTrainer] = StackTrainer):
     """The job's step for ``seeds`` seeds (a stack of one when 1)."""
     models = []
     for s in range(seeds):
         torch.manual_seed(s)
         models.append(MLP(data.in_shape, data.n_classes, hidden=HIDDEN, activation="tanh"))
     opt = adam([p for m in models for p in m.parameters()])
-    trainer = StackTrainer(models, opt, data, 4096, list(range(seeds)))
+    trainer = trainer_class(models, opt, data, 4096, list(range(seeds)))
     return lambda: trainer.advance(trainer.step + 1)
+
+
+def feature_major(data, seeds: int):
+    """The seeds' forward and backward matmuls and tanh on (S, units, batch) activations."""
+    dims = [12, *HIDDEN, data.n_classes]
+    Ws = [torch.randn(seeds, o, i).mul_(i**-0.5).requires_grad_() for i, o in zip(dims, dims[1:])]
+    bs = [torch.zeros(seeds, o, 1, requires_grad=True) for o in dims[1:]]
+    n = len(data.y_train)
+    x_fixed = data.x_train.reshape(n, -1).t().expand(seeds, 12, n).contiguous()  # (S, 12, n)
+
+    def step() -> None:
+        h = x_fixed
+        for k, (W, b) in enumerate(zip(Ws, bs)):
+            h = torch.baddbmm(b, W, h)  # (S, out, n)
+            if k < len(Ws) - 1:
+                h = torch.tanh(h)
+        h.sum().backward()
+        for p in Ws + bs:
+            p.grad = None
+
+    return step
 
 
 def batched(data, seeds: int, matmuls_only: bool):
@@ -112,8 +140,10 @@ def main() -> None:
     cases = {
         "job, 1 seed": (lambda: job_step(data, 1), 5 * args.steps),
         f"job, {S} seeds": (lambda: job_step(data, S), args.steps),
+        f"job batched, {S} seeds": (lambda: job_step(data, S, BatchedStackTrainer), args.steps),
         f"batched, {S} seeds": (lambda: batched(data, S, False), args.steps),
         f"matmuls only, {S} seeds": (lambda: batched(data, S, True), args.steps),
+        "matmuls only, feature-major": (lambda: feature_major(data, S), args.steps),
     }
     best: dict[tuple[str, int], float] = {}
     for _ in range(args.reps):  # rounds alternate the cases: the machine's drift cancels

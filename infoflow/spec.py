@@ -368,26 +368,41 @@ class JobSpec:
         """A node or value of the config by dotted key (``"trainer"``, ``"probe.output"``)."""
         return select(self.config, key)
 
-    def training_key(self, device_type: str, data_fingerprint: str) -> dict[str, Any]:
+    def training_key(
+        self, device_type: str, data_fingerprint: str, stack: str = "exact"
+    ) -> dict[str, Any]:
         """Everything that determines the trained states: what the training cache is keyed by.
 
         The training part of the config, the device type (a net trained on CUDA has other
         numbers than on the CPU), the content of the data set (not its path: files rewritten
-        under the same ``data.root`` are other data) and the code version.
+        under the same ``data.root`` are other data) and the code version; and
+        ``stack="batched"`` (``hydra.launcher.stack``: its rounding differs from a seed alone)
+        when so, an exact stack's key being that of a seed alone.
         """
         key = {k: self.result.get(k) for k in TRAINING_KEYS}
         key.update(device=device_type, data_fingerprint=data_fingerprint, code=io.code_version())
+        if stack != "exact":
+            key.update(stack=stack)
         return key
 
     def meta(
-        self, run_id: str, choices: Mapping[str, Any], device_type: str, data_source: str
+        self,
+        run_id: str,
+        choices: Mapping[str, Any],
+        device_type: str,
+        data_source: str,
+        stack: str = "exact",
     ) -> dict[str, Any]:
         """The columns every row of the job carries: run id, group choices, config leaves, the
-        device type it ran on and where its data set was read from."""
+        device type it ran on and where its data set was read from; and ``stack`` when its seed
+        trained in a batched stack (``hydra.launcher.stack=batched``: numbers that differ from
+        the seed alone by float rounding), none for an exact one."""
         meta: dict[str, Any] = {"run_id": run_id}
         meta.update({g: choices.get(g) for g in GROUPS})
         meta.update(io.flatten_config(self.result))
         meta.update(device=device_type, data_source=data_source)
+        if stack != "exact":
+            meta.update(stack=stack)
         return meta
 
     def cache_root(self, sweep_dir: str | None, cwd: str | None = None) -> Path | None:

@@ -29,6 +29,7 @@ from infoflow.estimators.cost import MAX_SECONDS, cost_warning, estimate_cost
 from infoflow.estimators.kde import NN_QUERIES
 from infoflow.estimators.per_neuron import per_neuron
 from infoflow.estimators.renyi import power_sums
+from infoflow.estimators.saturation import saturation_summary
 from infoflow.estimators.sliced import directions, quantile_codes
 from infoflow.spec import ConfigError, validate
 
@@ -429,6 +430,18 @@ def test_saturation_warning_without_the_column_uses_the_sample_ceiling():
     assert msg is not None and "67%" in msg and "8.49" in msg
     rows = _rows(estimator=["renyi"] * 3, saturated=[True] * 3)
     assert "estimator.width" in saturation_warning(rows)
+
+
+def test_exact_at_its_ceiling_is_the_net_not_a_resolution_and_is_not_warned_about():
+    # a quantized layer that tells all 4,096 patterns apart has I(X;T) = 12 bits in fact
+    exact = _rows(estimator=["exact"] * 4, saturated=[True] * 4, n_samples=[4096] * 4)
+    assert saturation_warning(exact) is None and saturation_summary(exact) is None
+    binning = _rows(estimator=["binning_100"] * 4, saturated=[True, True, True, False],
+                    n_samples=[4096] * 4)  # fmt: skip
+    both = pd.concat([exact, binning], ignore_index=True)
+    msg = saturation_warning(both)  # the share is over the estimators' rows: 3 of 4
+    assert "75% of the rows (3 of 4)" in msg and "exact" not in msg
+    assert "binning 75%" in saturation_summary(both)
 
 
 def test_the_report_note_is_the_saturation_warning():

@@ -70,7 +70,9 @@ register_optimizer_step_pre_hook(pre_step)
 runpy.run_module("infoflow", run_name="__main__", alter_sys=True)
 """
 
-JOB = ("model=mlp3", "trainer.epochs=4")  # 5 evaluations x 3 layers
+# 5 evaluations x 3 layers; every evaluation flushed (runtime.flush_s=0), so that each finished
+# epoch is on disk when the job is killed
+JOB = ("model=mlp3", "trainer.epochs=4", "runtime.flush_s=0")
 LAYERS = [1, 2, 3]
 
 

@@ -30,25 +30,31 @@ def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProc
     )  # fmt: skip
 
 
-def start(*args: str, cwd: Path) -> subprocess.Popen:
+def start(*args: str, cwd: Path, group: bool = False) -> subprocess.Popen:
+    """The CLI, running; ``group``: in a process group of its own (its workers too), which
+    ``os.killpg`` signals as a terminal's Ctrl-C does."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "infoflow", *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=group,
     )  # fmt: skip
 
 
 def wait_for_evaluation(status: Path, proc: subprocess.Popen, evals: int = 1) -> None:
+    """Wait until the job of ``status`` has measured ``evals`` evaluations, as its log says:
+    its files follow only at its next flush (``runtime.flush_s``)."""
+    log = status.parent / "__main__.log"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if json.loads(status.read_text())["evals_done"] >= evals:
+            if f"eval {evals}/" in log.read_text():
                 return
-        except (FileNotFoundError, ValueError, KeyError):
+        except FileNotFoundError:
             pass
         time.sleep(0.05)
     proc.kill()
-    pytest.fail(f"no evaluation in {status}:\n{proc.communicate()[0][-3000:]}")
+    pytest.fail(f"no evaluation in {log}:\n{proc.communicate()[0][-3000:]}")
 
 
 def status_of(job: Path) -> dict:
@@ -163,28 +169,42 @@ def test_the_sweep_lists_its_jobs_before_the_first_starts(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize(
-    ("max_stack", "expect"),
+    ("launcher", "expect"),
     [
-        (1, ["completed", "interrupted", "not started", "not started"]),  # one job after another
-        (32, ["interrupted"] * 4),  # the four seeds train as one stack: all stop together
+        # one job after another, in this process
+        (("max_stack=1", "n_workers=1"), ["completed", "interrupted", *["not started"] * 2]),
+        # the four seeds train as one stack: all stop together
+        (("max_stack=32",), ["interrupted"] * 4),
+        # two stacks of two in two worker processes: the signal goes on to both
+        (("max_stack=2", "n_workers=2"), ["interrupted"] * 4),
+        # the same signal to the process group (the terminal's Ctrl-C): each worker gets it
+        # from the terminal and from the launcher, and acts once
+        (("max_stack=2", "n_workers=2", "group"), ["interrupted"] * 4),
     ],
-    ids=["alone", "stacked"],
+    ids=["alone", "stacked", "workers", "workers-group"],
 )
 def test_a_signalled_sweep_ends_interrupted_merged_and_lists_every_job(
-    tmp_path, sig, max_stack, expect
+    tmp_path, sig, launcher, expect
 ):
+    options = [f"hydra.launcher.{o}" for o in launcher if o != "group"]
     proc = start("-m", "model=mlp1", "seed=0,1,2,3", "trainer.epochs=40", "hydra.sweep.dir=sw",
-                 f"hydra.launcher.max_stack={max_stack}", "runtime.device=cpu",
-                 cwd=tmp_path)  # fmt: skip
-    last = expect.index("interrupted") if max_stack == 1 else 3  # the stack's last seed
-    wait_for_evaluation(tmp_path / "sw" / str(last) / "status.json", proc)
-    proc.send_signal(sig)
-    out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 128 + sig, out[-3000:]
-    assert "Traceback" not in out
+                 *options, "runtime.device=cpu", cwd=tmp_path,
+                 group="group" in launcher)  # fmt: skip
+    # the running stacks' last seeds: every running job is set up and training
+    running = {"max_stack=1": (1,), "max_stack=2": (1, 3), "max_stack=32": (3,)}[launcher[0]]
+    for last in running:
+        wait_for_evaluation(tmp_path / "sw" / str(last) / "status.json", proc)
+    if "group" in launcher:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    out = proc.communicate(timeout=180)[0]
+    said = "\n".join(line for line in out.splitlines() if " eval " not in line)[-4000:]
+    assert proc.returncode == 128 + sig, said
+    assert "Traceback" not in out, said
     assert f"interrupted by {sig.name}" in out
     jobs = pd.read_parquet(tmp_path / "sw" / JOBS_TABLE)
-    assert jobs.status.tolist() == expect
+    assert jobs.status.tolist() == expect, said
     merged = pd.read_parquet(tmp_path / "sw" / SWEEP_TABLE)
     assert set(merged.status) == set(expect) - {"not started"}
     for i in (k for k, s in enumerate(expect) if s == "interrupted"):
@@ -194,15 +214,56 @@ def test_a_signalled_sweep_ends_interrupted_merged_and_lists_every_job(
 
 @pytest.mark.slow
 def test_sigint_on_a_single_run_is_one_line_and_status_interrupted(tmp_path):
+    """Flushes 100 s apart: the rows measured before the signal reach the table at the signal,
+    and the status counts exactly them."""
     proc = start("model=mlp1", "trainer.epochs=40", "hydra.run.dir=run", "runtime.device=cpu",
-                 cwd=tmp_path)  # fmt: skip
-    wait_for_evaluation(tmp_path / "run" / "status.json", proc)
+                 "runtime.flush_s=100", cwd=tmp_path)  # fmt: skip
+    wait_for_evaluation(tmp_path / "run" / "status.json", proc, evals=3)
+    assert status_of(tmp_path / "run")["evals_done"] == 0  # nothing flushed yet
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130 and "Traceback" not in out, out[-3000:]
     st = status_of(tmp_path / "run")
     assert st["status"] == "interrupted" and st["error"].startswith("interrupted by SIGINT")
+    assert st["evals_done"] >= 4  # epoch 0 and three more, at least
     assert len(pd.read_parquet(tmp_path / "run" / "mi.parquet")) == st["evals_done"]
+
+
+@pytest.mark.slow
+def test_a_stacked_sweep_killed_between_flushes_resumes_to_the_uninterrupted_tables(tmp_path):
+    """SIGKILL at a random instant of a stack of three seeds flushing every 0.4 s: every job's
+    files agree (status <= checkpoint <= table), and the resumed sweep ends with the tables
+    of the uninterrupted one."""
+    import torch
+
+    args = ("-m", "model=mlp1", "seed=0,1,2", "trainer.epochs=150", "runtime.device=cpu",
+            "runtime.flush_s=0.4")  # fmt: skip
+    whole = cli(*args, "hydra.sweep.dir=whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stdout[-3000:]
+    proc = start(*args, "hydra.sweep.dir=cut", cwd=tmp_path)
+    wait_for_evaluation(tmp_path / "cut" / "2" / "status.json", proc, evals=2)
+    delay = np.random.default_rng().uniform(0, 0.6)  # a random instant, said on failure
+    time.sleep(delay)
+    proc.kill()
+    proc.communicate(timeout=60)
+    for job in range(3):
+        path = tmp_path / "cut" / str(job)
+        st = status_of(path)
+        # before its first flush a job has neither (its status counts 0)
+        ckpt, table = path / "checkpoint.pt", path / "mi.parquet"
+        ckpt = torch.load(ckpt, weights_only=False)["evals_done"] if ckpt.exists() else 0
+        table = pd.read_parquet(table).epoch.nunique() if table.exists() else 0
+        assert st["status"] == "running" and st["evals_done"] <= ckpt <= table < 151, (
+            delay, job, st, ckpt, table)  # fmt: skip
+    again = cli(*args, "hydra.sweep.dir=cut", "runtime.resume=true", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:]
+
+    def numbers(sweep: str) -> pd.DataFrame:
+        df = pd.read_parquet(tmp_path / sweep / SWEEP_TABLE).drop(columns="run_id")
+        return df.sort_values(["seed", "epoch", "layer"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(numbers("cut"), numbers("whole"), check_exact=True)
+    assert pd.read_parquet(tmp_path / "cut" / JOBS_TABLE).status.tolist() == ["completed"] * 3
 
 
 # ------------------------------------------------------------------------ input to refuse

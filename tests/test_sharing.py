@@ -197,7 +197,9 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_a_sweep_shares_passes_and_equals_a_sweep_without_cache(tmp_path):
     sweep = ["-m", "model=mlp1", "estimator=binning,kde", "probe.output=false,true"]
-    small = ["trainer.epochs=1"]
+    # one thread in both: without the cache the four jobs are four units in two workers, with
+    # it one unit in the launching process, and runtime.threads=auto would differ (cores / 2)
+    small = ["trainer.epochs=1", "runtime.threads=1"]
     on = cli(*sweep, *small, f"hydra.sweep.dir={tmp_path / 'on'}", cwd=tmp_path)
     off = cli(
         *sweep,

@@ -31,7 +31,9 @@ SWEEP = ("-m", "model=mlp1,mlp3", "trainer.epochs=1", f"{DEVICE_KEY}=cpu")
 # count (the order of float sums), and runtime.threads=auto gives a Slurm job its cpus_per_task
 ENV = {"OMP_NUM_THREADS": "1"}
 # a long enough sweep to be cancelled while it runs (digits: about 0.2 s per epoch per job)
-LONG_SWEEP = ("-m", "model=mlp1,mlp3", "trainer.epochs=40", f"{DEVICE_KEY}=cpu")
+# every evaluation flushed: the test watches the statuses to cancel mid-run
+LONG_SWEEP = ("-m", "model=mlp1,mlp3", "trainer.epochs=40", f"{DEVICE_KEY}=cpu",
+              "runtime.flush_s=0")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- the cluster
@@ -71,11 +73,14 @@ def partition() -> str:
     return found
 
 
-def slurm_args(partition: str, sweep_dir: Path) -> tuple[str, ...]:
+def slurm_args(
+    partition: str, sweep_dir: Path, launcher: str = "hydra/launcher=submitit_slurm"
+) -> tuple[str, ...]:
+    """Slurm's keys, for submitit's launcher or (``hydra.launcher.executor=slurm``) ours."""
     return (
-        "hydra/launcher=submitit_slurm",
+        launcher,
         f"hydra.launcher.partition={partition}",
-        "hydra.launcher.cpus_per_task=1",  # the two jobs run at once on a 2-CPU node
+        "hydra.launcher.cpus_per_task=1",  # two jobs (or units) run at once on a 2-CPU node
         "hydra.launcher.timeout_min=20",
         f"hydra.sweep.dir={sweep_dir}",
     )
@@ -314,11 +319,15 @@ def test_no_sinfo_on_path_is_named(tmp_path, monkeypatch):
     assert "`sinfo` is not on PATH" in slurm_problem("debug")
 
 
-def test_the_check_stops_a_slurm_sweep_before_anything_is_written(fake_sinfo, tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+@pytest.mark.parametrize(
+    "launcher", ["hydra/launcher=submitit_slurm", "hydra.launcher.executor=slurm"]
+)
+def test_the_check_stops_a_slurm_sweep_before_anything_is_written(fake_sinfo, tmp_path, launcher):
+    if "submitit" in launcher:
+        pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     fake_sinfo("debug*|up\n")
     sweep_dir = tmp_path / "sweep"
-    args = (*SWEEP, *slurm_args("nosuchpart", sweep_dir))
+    args = (*SWEEP, *slurm_args("nosuchpart", sweep_dir, launcher))
     proc = run_cli(*args, cwd=tmp_path, env={"PATH": os.environ["PATH"]})
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -337,3 +346,171 @@ def test_the_check_leaves_other_launchers_alone(fake_sinfo, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (sweep_dir / "results.parquet").is_file()
+
+
+# ---------------------------------------------------------------------------- infoflow's units
+
+
+# four seeds in stacks of two: two units, so two Slurm jobs; one thread everywhere
+UNITS = ("-m", "model=mlp1", "seed=0,1,2,3", "hydra.launcher.max_stack=2", f"{DEVICE_KEY}=cpu",
+         "runtime.threads=1")  # fmt: skip
+
+
+def units_on_slurm(partition: str, sweep_dir: Path) -> tuple[str, ...]:
+    return slurm_args(partition, sweep_dir, "hydra.launcher.executor=slurm")
+
+
+def numbers(sweep_dir: Path) -> pd.DataFrame:
+    merged, _ = read_sweep(sweep_dir)
+    merged = merged.drop(columns=[c for c in merged.columns if c in ("run_id", "status")])
+    return merged.sort_values(["seed", "epoch", "layer"]).reset_index(drop=True)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_infoflow_units_on_slurm_give_the_local_tables(partition, tmp_path):
+    """Two stacks of two seeds, each a Slurm job of one array: the tables of the same sweep
+    run here in one process, bit for bit; each job keeps its directory, status and log."""
+    args = (*UNITS, "trainer.epochs=2")
+    local = run_cli(*args, "hydra.launcher.n_workers=1", f"hydra.sweep.dir={tmp_path / 'local'}",
+                    cwd=tmp_path, env=ENV)  # fmt: skip
+    assert local.returncode == 0, local.stderr[-3000:]
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(*args, *units_on_slurm(partition, sweep_dir), cwd=tmp_path, timeout=900,
+                   env=ENV)  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "Launching 4 jobs as 2 Slurm job(s), one per unit" in log
+    (array,) = submitted_job_ids(sweep_dir)  # one array, a task per unit
+    for task, seeds in ((0, "0, 1"), (1, "2, 3")):
+        text = "".join(p.read_text() for p in (sweep_dir / ".submitit" / f"{array}_{task}").glob(
+            "*_log.*"))  # fmt: skip
+        assert f"Starting with JobEnvironment(job_id={array}_{task}," in text
+        assert f"seeds {seeds} trained as one stack" in text
+    _, jobs = read_sweep(sweep_dir)
+    assert jobs.status.tolist() == ["completed"] * 4
+    for job in range(4):
+        assert f"seed {job}: eval 2/2" in (sweep_dir / str(job) / "__main__.log").read_text()
+    pd.testing.assert_frame_equal(numbers(sweep_dir), numbers(tmp_path / "local"),
+                                  check_exact=True)  # fmt: skip
+
+
+def _start(args: tuple[str, ...], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **ENV}
+    return subprocess.Popen(
+        [sys.executable, "-m", "infoflow", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _until(predicate, driver: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and driver.poll() is None:
+        if predicate():
+            return
+        time.sleep(0.5)
+    driver.kill()
+    pytest.fail(f"not reached:\n{driver.communicate()[0][-3000:]}")
+
+
+def _start_requeued_now(task: str, driver: subprocess.Popen) -> None:
+    """Slurm holds a requeued job back for about two minutes (its begin time): start it now."""
+
+    def pending() -> bool:
+        state = subprocess.run(["squeue", "--noheader", "--jobs", task, "--format=%T"],
+                               capture_output=True, text=True).stdout.split()  # fmt: skip
+        return state == ["PENDING"]
+
+    _until(pending, driver, timeout=120)
+    subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["scancel", "requeue"])
+def test_a_unit_cancelled_or_requeued_on_slurm_resumes_to_the_uninterrupted_tables(
+    partition, tmp_path, how
+):
+    """``scancel`` of one unit's Slurm job: its jobs write their rows and end ``interrupted``,
+    the other unit completes, the sweep exits 1, and ``runtime.resume=true`` finishes it.
+    A requeue (submitit's SIGUSR2, as ahead of a time limit or a preemption): the unit's jobs
+    write theirs, submitit requeues the Slurm job and the unit resumes them by itself. Either
+    way the tables are those of the sweep run here uninterrupted."""
+    args = (*UNITS, "trainer.epochs=40", "runtime.flush_s=0.3")
+    sweep_dir = tmp_path / "sweep"
+    slurm = (*units_on_slurm(partition, sweep_dir), "hydra.launcher.max_num_timeout=2")
+    driver = _start((*args, *slurm), tmp_path)
+    _until(lambda: all(_evals_done(sweep_dir / str(i)) >= 3 for i in range(4)), driver)
+    (array,) = submitted_job_ids(sweep_dir)
+    if how == "scancel":
+        subprocess.run(["scancel", f"{array}_0"], check=True)
+    else:
+        subprocess.run(["scancel", "--signal=USR2", f"{array}_0"], check=True)
+        _start_requeued_now(f"{array}_0", driver)
+    try:
+        out = driver.communicate(timeout=600)[0]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    if how == "scancel":
+        assert driver.returncode == 1, out[-3000:]
+        _, jobs = read_sweep(sweep_dir)
+        assert jobs.status.tolist() == ["interrupted"] * 2 + ["completed"] * 2, jobs
+        assert "runtime.resume=true continues them" in out
+        again = run_cli(*args, *slurm, f"{RESUME_KEY}=true", cwd=tmp_path, timeout=900, env=ENV)
+        assert again.returncode == 0, again.stderr[-3000:]
+        out = again.stdout + again.stderr
+    else:
+        assert driver.returncode == 0, out[-3000:]
+        unit_log = "".join(p.read_text() for p in (sweep_dir / ".submitit" / f"{array}_0").glob(
+            "*_log.*"))  # fmt: skip
+        assert "Requeued job" in unit_log or "requeue" in unit_log.lower(), unit_log[-3000:]
+        assert "resuming after evaluation" in unit_log
+    _, jobs = read_sweep(sweep_dir)
+    assert jobs.status.tolist() == ["completed"] * 4, jobs
+    reference = run_cli(
+        *args,
+        "hydra.launcher.n_workers=1",
+        f"hydra.sweep.dir={tmp_path / 'reference'}",
+        cwd=tmp_path,
+        env=ENV,
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    pd.testing.assert_frame_equal(numbers(sweep_dir), numbers(tmp_path / "reference"),
+                                  check_exact=True)  # fmt: skip
+
+
+def test_infoflow_slurm_keys_make_a_valid_sbatch_script(tmp_path, monkeypatch):
+    """hydra.launcher's Slurm keys, as the launcher hands them to submitit, in sbatch's words;
+    nothing is submitted."""
+    pytest.importorskip("submitit")
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from infoflow.sweep.slurm import executor_for
+
+    fake_bin = tmp_path / "bin"  # submitit checks that srun exists
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    options = {"partition": "gpu", "account": "myproject", "timeout_min": 120,
+               "gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 32, "max_num_timeout": 3,
+               "additional_parameters": {"mail_type": "END"}}  # fmt: skip
+    inner = executor_for(options, str(tmp_path / "sweep"))._executor
+    assert inner.max_num_timeout == 3
+    script = _make_sbatch_string(command="python", folder=inner.folder, **inner.parameters)
+    for line in ("--partition=gpu", "--account=myproject", "--time=120", "--gpus-per-node=1",
+                 "--cpus-per-task=8", "--mem=32GB", "--signal=USR2@", "--mail-type=END",
+                 f"--output={tmp_path}/sweep/.submitit/"):  # fmt: skip
+        assert f"#SBATCH {line}" in script, line
+
+
+def test_slurm_keys_without_the_slurm_executor_are_refused(tmp_path):
+    proc = run_cli(*SWEEP, "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path / 'sw'}",
+                   cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1
+    assert (
+        "infoflow: error: hydra.launcher.partition is a Slurm option: it needs "
+        "hydra.launcher.executor=slurm" in proc.stdout + proc.stderr
+    )
+    assert not (tmp_path / "sw" / "0").exists()

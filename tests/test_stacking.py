@@ -214,7 +214,8 @@ def test_stacks_hold_distinct_seeds_up_to_max_stack_in_launch_order():
         ({"max_stack": 0}, "hydra.launcher.max_stack must be an integer between 1 and.*got 0"),
         ({"max_stack": "4"}, "max_stack must be an integer between 1 and .*got '4'"),
         ({"max_stack": MAX_STACK + 1}, f"between 1 and {MAX_STACK} .*got {MAX_STACK + 1}"),
-        ({"stack": 4}, "hydra.launcher.stack is not an option.*max_stack; got hydra.launcher"),
+        ({"stacks": 4}, "launcher.stacks is not an option.*max_stack, stack, n_workers.*stacks=4"),
+        ({"stack": 4}, "hydra.launcher.stack must be one of exact, batched .*got 4"),
     ],
 )
 def test_bad_launcher_options_name_key_rule_and_value(options, message):
@@ -307,7 +308,9 @@ def test_cli_stacks_give_the_numbers_of_jobs_run_alone_under_every_launcher(tmp_
 
 @pytest.mark.slow
 def test_cli_stack_killed_mid_group_resumes_to_the_uninterrupted_tables(tmp_path):
-    args = ["-m", "model=mlp1", "seed=0,1,2,3", "trainer.epochs=12", "estimator.bins=10"]
+    # every evaluation flushed: the kill lands after evaluation 3, mid group
+    args = ["-m", "model=mlp1", "seed=0,1,2,3", "trainer.epochs=12", "estimator.bins=10",
+            "runtime.flush_s=0"]  # fmt: skip
     whole = cli(*args, "hydra.sweep.dir=whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stdout[-3000:]
     proc = cli(*args, "hydra.sweep.dir=cut", cwd=tmp_path, wait=False)

@@ -18,7 +18,9 @@ ConfigStore.instance().store(
 
 
 class InfoflowLauncher(Launcher):
-    """Runs a sweep in this process, jobs that differ only in ``seed`` as one stack."""
+    """Plans a sweep (jobs that differ only in ``seed`` as one stack, jobs of one training key
+    sharing their evaluation passes) and runs its independent units in worker processes or
+    as Slurm jobs (``hydra.launcher.n_workers``, ``hydra.launcher.executor``)."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__()

@@ -21,6 +21,11 @@ REMEDIES = {
 #: Share of saturated rows above which :func:`saturation_warning` speaks.
 WARN_FRACTION = 0.5
 
+#: Estimators whose ceiling is the net's own value, not a resolution: ``exact`` on a quantized
+#: net (Lorenzen et al. 2022) counts the codes a layer really takes, so a layer at log2 n_samples
+#: tells every sample apart in fact; its rows are left out of the warnings.
+EXACT = ("exact",)
+
 
 def _estimator_names(rows: pd.DataFrame) -> pd.Series:
     """The estimator function of each row (``binning``, ``kde``, ...), or '' when unknown.
@@ -65,8 +70,10 @@ def saturation_warning(rows: pd.DataFrame, min_fraction: float = WARN_FRACTION) 
     str or None
         One paragraph naming the share of saturated rows, each estimator with saturated rows
         (with its own share) and the keys that would move it; None when the share is at most
-        ``min_fraction`` or the table has no such column.
+        ``min_fraction`` or the table has no such column. Rows of ``exact``
+        (:data:`EXACT`) are not counted: their ceiling is the net's true value.
     """
+    rows = estimated(rows)
     sat = saturated_rows(rows)
     if sat is None or len(sat) == 0:
         return None
@@ -98,6 +105,7 @@ def saturation_summary(rows: pd.DataFrame, min_fraction: float = WARN_FRACTION) 
     """The short form of :func:`saturation_warning`, for the end of a sweep: one sentence with
     the share of saturated rows per estimator and what to try; None when there is nothing to
     say. Each job's log holds the long form."""
+    rows = estimated(rows)
     sat = saturated_rows(rows)
     if sat is None or len(sat) == 0 or not float(sat.mean()) > min_fraction:
         return None
@@ -112,3 +120,10 @@ def saturation_summary(rows: pd.DataFrame, min_fraction: float = WARN_FRACTION) 
         "estimator=renyi or estimator=sliced, or a coarser resolution (each job's log says "
         "which keys; docs/estimators.md)"
     )
+
+
+def estimated(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of estimators with a resolution: all but those of :data:`EXACT`."""
+    if not len(rows):
+        return rows
+    return rows[~_estimator_names(rows).isin(EXACT)]

@@ -4,6 +4,12 @@
 :mod:`infoflow.io`). ``with job.running():`` is the only place a job's failure is handled:
 a bad config or data set, a diverged loss, SIGINT or SIGTERM, or any other exception ends with
 ``status.json`` saying so and why, and the rows measured before are kept.
+
+A job *flushes* its table, checkpoint and status together (``runtime.flush_s``): at most every
+``flush_s`` seconds, at its end, and when it is interrupted or fails. Between flushes the rows
+and the training state of its latest evaluation wait in memory, so a SIGKILL loses at most
+``flush_s`` seconds of work and the files on disk always agree: the checkpoint counts the
+evaluations whose rows the table holds, the status counts no more.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import os
 import secrets
 import signal
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -23,6 +30,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from omegaconf import OmegaConf
 
 from infoflow import io
@@ -75,7 +83,17 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+#: True in a sweep's worker process: the first SIGINT or SIGTERM stops its jobs and any later
+#: one is ignored (the terminal's Ctrl-C reaches the worker and its launcher, which passes it
+#: on; Slurm signals every process of a job), so that a second signal cannot cut short the
+#: writing of the statuses the first one asked for
+ONE_SIGNAL = False
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
+    if ONE_SIGNAL:
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
     raise Interrupted(signum)
 
 
@@ -107,8 +125,8 @@ def signals_deferred(reraise: bool = True) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if got and reraise:
-            raise Interrupted(got[0])
+        if got and reraise and previous[got[0]] is not signal.SIG_IGN:
+            _raise_interrupted(got[0], None)  # as the handler would have (ONE_SIGNAL)
 
 
 def interrupt_exit(err: BaseException) -> SystemExit:
@@ -133,18 +151,34 @@ class Job(Recorder):
     multirun
         In a sweep a failed job ends quietly (the others go on, the sweep's summary names it
         and the sweep exits 1); a single run exits with its message.
+    flush_s
+        ``runtime.flush_s``: the least time in seconds between two flushes of table,
+        checkpoint and status while the job runs; 0 flushes at every evaluation. The job
+        also flushes at its end, when interrupted and when it fails.
     """
 
-    def __init__(self, path: str | os.PathLike, config_hash: str | None, multirun: bool) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        config_hash: str | None,
+        multirun: bool,
+        flush_s: float = 0.0,
+    ) -> None:
         super().__init__()
         self.path = Path(path)
         self.config_hash = config_hash
         self.multirun = multirun
+        self.flush_s = float(flush_s)
+        self.clock = time.monotonic  # when the last flush was (a test may put its own clock)
         self.run_id = new_run_id()
         self.meta: dict[str, Any] = {}  # the columns of every row (:func:`job_meta`)
         self.seed: int | None = None  # on its log records: a stack's jobs log to their own files
-        self._table: pa.Table | None = None  # the rows written so far, as Arrow
+        self._table: pa.Table | None = None  # the rows the table file holds, as Arrow
+        self._pending: list[dict] = []  # rows recorded since, not yet in the table file
         self._train_state: Mapping | None = None  # at the last evaluation recorded
+        self._flushed = 0  # evaluations whose rows the table file holds (what the files count)
+        self._last_flush = 0.0  # self.clock() at the end of the last flush
+        self.ended = False  # its last status (completed, failed, interrupted) is written
 
     # -- the one failure route ----------------------------------------------------------------
 
@@ -168,8 +202,9 @@ class Job(Recorder):
     def interrupted(self, err: KeyboardInterrupt) -> None:
         """Mark the job ``interrupted`` by SIGINT/SIGTERM (the caller stops the process)."""
         name = err.args[0] if isinstance(err, Interrupted) else "SIGINT"
+        self._flush_what_waits()
         msg = (
-            f"interrupted by {name} after {self.evals_done}/{self.evals_total or '?'} "
+            f"interrupted by {name} after {self._flushed}/{self.evals_total or '?'} "
             f"evaluations; the rows measured are kept. Continue with runtime.resume=true "
             f"and the same output dir ({self.path})"
         )
@@ -180,6 +215,7 @@ class Job(Recorder):
         """Mark the job ``failed`` with ``err``'s message: a single run exits 1 with it, a
         sweep's job ends quietly (the sweep's summary names it)."""
         msg = describe(err)
+        self._flush_what_waits()
         wrote = self._end("failed", msg)
         log.error(
             "infoflow: error: %s",
@@ -192,7 +228,20 @@ class Job(Recorder):
         if not wrote:  # the sweep's merge reports it
             UNRECORDED[str(self.path.absolute())] = msg
 
+    def _flush_what_waits(self) -> None:
+        """Before the job's last status: the rows and state still in memory go to the files
+        (a second signal waits for them). A failure here (the disk the job failed on) leaves
+        the files as the last flush wrote them; the status then counts only those."""
+        if not self._pending and self._flushed == self.evals_done:
+            return
+        try:
+            with signals_deferred(reraise=False):
+                self._write_table_and_checkpoint()
+        except Exception as err:  # the job's own error is the one to report
+            log.debug("%s: the last flush failed: %s", self.path, err)
+
     def _end(self, status: str, error: str) -> bool:
+        self.ended = True
         try:
             self.write_status(status, error)
             return True
@@ -295,34 +344,60 @@ class Job(Recorder):
         """The job starts (or resumes after ``done`` evaluations holding ``rows``)."""
         self.rows = [{**self.meta, **r} for r in rows]
         self.evals_done, self.evals_total = done, total
+        self._pending, self._flushed = [], done
         if rows:
             self._table = None  # the meta columns may differ from the resumed table's
             self.write_table()
         self.write_status("running")
+        self._last_flush = self.clock()
 
     def record(self, rows: Sequence[Mapping], done: int, train_state: Mapping | None) -> None:
-        """An evaluation's rows: table, checkpoint and status written, in that order.
+        """An evaluation's rows and the training state after it; the files follow when the
+        last flush is ``flush_s`` seconds old (:meth:`flush`).
 
-        Each write costs what the evaluation adds, not what the job holds (a job of 280
-        evaluations would otherwise spend more time rewriting than estimating): the table is
-        kept as an Arrow table that grows by the new rows, and the checkpoint holds only the
-        training state and the count of evaluations whose rows the table has.
+        Each flush costs what the evaluations since the last one add, not what the job holds
+        (a job of 280 evaluations would otherwise spend more time rewriting than estimating):
+        the table is kept as an Arrow table that grows by the new rows, and the checkpoint
+        holds only the training state and the count of evaluations whose rows the table has.
+        A state that waits for a later flush is copied: training goes on in its tensors.
         """
         new = [{**self.meta, **r} for r in rows]
-        self.rows.extend(new)
-        self.write_table(new)
-        # counted once the table holds them: a signal during the write leaves a status that
-        # counts only what the table has
-        self.evals_done = done
-        self._train_state = train_state
-        self._write_checkpoint(rows=None)
-        self.write_status("running")
+        due = self.clock() - self._last_flush >= self.flush_s
+        state = train_state if due else _copy_state(train_state)
+        with signals_deferred():  # rows, count and state change together, or not at all
+            self.rows.extend(new)
+            self._pending.extend(new)
+            self.evals_done = done
+            self._train_state = state
+        if due:
+            self.flush()
+
+    def flush(self, status: str = "running") -> None:
+        """Table, checkpoint and status, in that order: each file counts at most what the one
+        before it holds (a kill between two of them leaves a table ahead of its checkpoint,
+        and resume measures those evaluations again). SIGINT and SIGTERM wait for its end:
+        the rows written and the rows waiting never overlap."""
+        with signals_deferred():
+            self._write_table_and_checkpoint()
+            self.write_status(status)
+        self._last_flush = self.clock()
+
+    def _write_table_and_checkpoint(self, rows: list[dict] | None = None) -> None:
+        if self._pending:
+            self.write_table(self._pending)
+            self._pending = []
+        # counted once the table holds them: a signal during the table's write leaves files
+        # that count only what the table has
+        self._flushed = self.evals_done
+        self._write_checkpoint(rows=rows)
 
     def finish(self) -> None:
-        """Completed: the checkpoint takes every row (a damaged table of a completed job is
-        restored from it), then the status says so."""
-        self._write_checkpoint(rows=self.rows)
-        self.write_status("completed")
+        """Completed: the table takes the rows still waiting, the checkpoint every row (a
+        damaged table of a completed job is restored from it), then the status says so."""
+        with signals_deferred():
+            self._write_table_and_checkpoint(rows=self.rows)
+            self.write_status("completed")
+            self.ended = True
         if note := saturation_warning(pd.DataFrame(self.rows)):
             # in a sweep, to the job's log only: the sweep says it once, short, at its end
             log.warning("%s", note, extra={"seed": self.seed, "detail": self.multirun})
@@ -356,7 +431,7 @@ class Job(Recorder):
         io.save_torch(
             {
                 "rows": rows,
-                "evals_done": self.evals_done,
+                "evals_done": self._flushed,
                 "train": self._train_state,
                 "run_id": self.run_id,
                 "config_hash": self.config_hash,
@@ -369,7 +444,7 @@ class Job(Recorder):
             {
                 "status": status,
                 "error": error,
-                "evals_done": self.evals_done,
+                "evals_done": self._flushed,
                 "evals_total": self.evals_total,
                 "run_id": self.run_id,
                 "config_hash": self.config_hash,
@@ -388,6 +463,37 @@ class Job(Recorder):
             )
             return None
         return ckpt
+
+
+def _copy_state(state: Any) -> Any:
+    """A copy of a training state, its tensors cloned on their device (nested dicts, lists and
+    tuples; a state dict's ``_metadata`` kept): what the job writes at its next flush, while
+    training changes the originals in place. ``copy.deepcopy`` took 30x longer."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        copied = type(state)((k, _copy_state(v)) for k, v in state.items())
+        if hasattr(state, "_metadata"):
+            copied._metadata = state._metadata
+        return copied
+    if isinstance(state, (list, tuple)):
+        return type(state)(_copy_state(v) for v in state)
+    return state
+
+
+def mark_lost(path: str | os.PathLike, why: str) -> bool:
+    """A job whose process died (a worker killed, out of memory) and left ``running`` in its
+    status: mark it ``failed`` with ``why``, keeping its run id and the evaluations its files
+    count (``runtime.resume=true`` continues it from them). True when it was so marked."""
+    status, _ = io.read_status(path)
+    if status is None or status.get("status") != "running":
+        return False
+    try:
+        io.write_json({**status, "status": "failed", "error": why}, Path(path) / io.STATUS_FILE)
+    except OSError as err:
+        UNRECORDED[str(Path(path).absolute())] = why
+        log.error("cannot write %s in %s: %s", io.STATUS_FILE, path, err)
+    return True
 
 
 def describe(err: BaseException) -> str:

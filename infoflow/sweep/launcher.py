@@ -4,7 +4,7 @@
 class in ``hydra_plugins.infoflow_launcher`` delegates here. It uses Hydra's public API only:
 each job's config is composed by the ``HydraContext``'s config loader, as Hydra's basic launcher
 does, and each job goes through ``hydra.core.utils.run_job`` (its directory, its ``.hydra/``,
-the job callbacks), in this process, one stack after the other.
+the job callbacks).
 
 The plan, computed from the jobs' specs (:class:`infoflow.spec.JobSpec`, one per job, which the
 runner then uses as it is):
@@ -15,7 +15,13 @@ runner then uses as it is):
 - jobs whose configs differ only in ``seed`` train together as one *stack*
   (:func:`infoflow.sweep.runner.run_stack`) of at most ``hydra.launcher.max_stack`` seeds
   (larger groups are split), never twice the same seed. Each job keeps its own directory,
-  status, table and run id; a seed's numbers do not depend on its stack-mates.
+  status, table and run id; a seed's numbers do not depend on its stack-mates;
+- stacks that share a training key (the same nets, other estimators) form one *unit*, run in
+  order by one process: the first trains and evaluates for all, the others read the cache;
+  units share nothing, so they run at once in ``hydra.launcher.n_workers`` worker processes
+  (:mod:`infoflow.sweep.workers`), each with its own torch threads. When there are fewer units
+  than workers, big units are split by seed (a 20-seed stack on 2 workers: two stacks of 10).
+  One worker, or one unit, runs in this process.
 """
 
 from __future__ import annotations
@@ -23,22 +29,43 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Optional  # noqa: UP035 - Hydra's structured configs
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.singleton import Singleton
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from infoflow import io
 from infoflow.errors import UserError
 from infoflow.spec import JobSpec
-from infoflow.sweep import runner
+from infoflow.sweep import runner, workers
+from infoflow.sweep.job import (
+    UNRECORDED,
+    Interrupted,
+    catch_signals,
+    interrupt_exit,
+    mark_lost,
+    register_resolvers,
+)
 from infoflow.sweep.sharing import plan_sweep
+from infoflow.sweep.slurm import run_units as slurm_units
+from infoflow.training.batched import STACK_MODES
+from infoflow.training.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +73,11 @@ log = logging.getLogger(__name__)
 #: (so that each gets its callbacks around the stack's training), a few frames per seed, and
 #: Python's recursion limit must hold them all
 MAX_STACK = 128
+#: the most worker processes ``hydra.launcher.n_workers`` may ask for
+MAX_WORKERS = 1024
+#: the fewest seeds a unit split across idle workers leaves in each part: a smaller stack gains
+#: less from a core of its own than a worker's start (a fresh interpreter, torch, the data)
+MIN_SPLIT = 4
 
 
 @dataclass
@@ -55,10 +87,47 @@ class LauncherConf:
     _target_: str = "hydra_plugins.infoflow_launcher.infoflow_launcher.InfoflowLauncher"
     # the most seeds trained as one stack (memory); larger seed groups are split
     max_stack: int = 32
+    # exact: each seed's layers as alone, bit for bit; batched: one kernel over a seed axis
+    # (infoflow.training.batched), a seed alone up to float rounding
+    stack: str = "exact"
+    # worker processes running independent units at once; null: the cores divided by the
+    # threads each job uses (runtime.threads), 1 on a GPU
+    n_workers: Optional[int] = None  # noqa: UP045 - Hydra's structured configs want Optional
+    # where the units run: local (worker processes here) | slurm (one Slurm job per unit,
+    # through submitit, with the keys below)
+    executor: str = "local"
+    partition: Optional[str] = None  # noqa: UP045 - null: the cluster's default partition
+    account: Optional[str] = None  # noqa: UP045
+    qos: Optional[str] = None  # noqa: UP045
+    constraint: Optional[str] = None  # noqa: UP045
+    timeout_min: int = 60  # minutes per Slurm job
+    gpus_per_node: Optional[int] = None  # noqa: UP045
+    cpus_per_task: Optional[int] = None  # noqa: UP045 - a unit's torch threads (auto)
+    mem_gb: Optional[int] = None  # noqa: UP045
+    array_parallelism: int = 256  # Slurm jobs of the sweep running at once
+    max_num_timeout: int = 0  # requeues after a time limit or preemption (resumed)
+    additional_parameters: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006 - sbatch
 
 
 #: the options of ``hydra.launcher`` besides ``_target_``, with their defaults
-OPTIONS = {f.name: f.default for f in dataclasses.fields(LauncherConf) if f.name != "_target_"}
+OPTIONS = {
+    f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    for f in dataclasses.fields(LauncherConf)
+    if f.name != "_target_"
+}
+#: where units may run (``hydra.launcher.executor``)
+EXECUTORS = ("local", "slurm")
+#: the options that only ``executor=slurm`` reads (submitit's keys)
+SLURM_OPTIONS = tuple(list(OPTIONS)[list(OPTIONS).index("partition") :])
+#: the Slurm options that are counts, with the least value each may take
+SLURM_COUNTS = {
+    "timeout_min": 1,
+    "gpus_per_node": 0,
+    "cpus_per_task": 1,
+    "mem_gb": 1,
+    "array_parallelism": 1,
+    "max_num_timeout": 0,
+}
 
 
 class LauncherError(UserError, ValueError):
@@ -71,8 +140,9 @@ def check_options(options: dict[str, Any]) -> int:
     Raises
     ------
     LauncherError
-        for an option the launcher does not know or a ``max_stack`` that is not an integer
-        in 1..:data:`MAX_STACK`, naming the key, the rule and the value.
+        for an option the launcher does not know, a ``max_stack`` that is not an integer
+        in 1..:data:`MAX_STACK` or a ``stack`` that is not one of
+        :data:`infoflow.training.batched.STACK_MODES`, naming the key, the rule and the value.
     """
     for key, value in options.items():
         if key not in OPTIONS:
@@ -90,7 +160,51 @@ def check_options(options: dict[str, Any]) -> int:
             f"hydra.launcher.max_stack must be an integer between 1 and {MAX_STACK} (the most "
             f"seeds trained as one stack; 1 trains every job alone), got {max_stack!r}"
         )
+    stack = options.get("stack", OPTIONS["stack"])
+    if stack not in STACK_MODES:
+        raise LauncherError(
+            f"hydra.launcher.stack must be one of {', '.join(STACK_MODES)} (exact: each seed "
+            f"bit for bit as alone; batched: one kernel over the seeds), got {stack!r}"
+        )
+    n_workers = options.get("n_workers")
+    if n_workers is not None and (
+        not isinstance(n_workers, int)
+        or isinstance(n_workers, bool)
+        or not 1 <= n_workers <= MAX_WORKERS
+    ):
+        raise LauncherError(
+            f"hydra.launcher.n_workers must be null (the cores divided by each job's threads) "
+            f"or an integer between 1 and {MAX_WORKERS} (worker processes running units at "
+            f"once), got {n_workers!r}"
+        )
+    _check_executor(options)
     return max_stack
+
+
+def _check_executor(options: dict[str, Any]) -> None:
+    """``executor`` is local or slurm; Slurm's keys are counts where they count, and are not
+    given to the local executor, which would ignore them."""
+    executor = options.get("executor", OPTIONS["executor"])
+    if executor not in EXECUTORS:
+        raise LauncherError(
+            f"hydra.launcher.executor must be one of {', '.join(EXECUTORS)} (local: worker "
+            f"processes on this machine; slurm: one Slurm job per unit), got {executor!r}"
+        )
+    for key, least in SLURM_COUNTS.items():
+        value = options.get(key, OPTIONS[key])
+        if value is None and OPTIONS[key] is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise LauncherError(
+                f"hydra.launcher.{key} must be an integer >= {least}, got {value!r}"
+            )
+    given = [k for k in SLURM_OPTIONS if k in options and options[k] != OPTIONS[k]]
+    if executor == "local" and given:
+        raise LauncherError(
+            f"hydra.launcher.{given[0]} is a Slurm option: it needs hydra.launcher.executor=slurm "
+            f"(the local executor runs units on this machine), got hydra.launcher.{given[0]}="
+            f"{options[given[0]]!r}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,14 +219,24 @@ class PlannedJob:
     overrides: list[str]
     config: DictConfig
     spec: JobSpec | None = None  # None: its config breaks a rule; the job fails alone with it
+    # its training config but the seed, with its training cache; None without a cache: the
+    # jobs with equal ones and the same seed train once and share their evaluation passes
+    trains_with: str | None = None
+
+
+Stack = list[PlannedJob]
+#: stacks run in order by one process: those sharing a training key (see :func:`make_units`)
+Unit = list[Stack]
 
 
 @dataclass
 class Plan:
-    """Stacks of jobs in launch order and the number of shared-evaluation plans written."""
+    """Stacks of jobs in launch order, the number of shared-evaluation plans written and the
+    units that run at once (:func:`make_units`; one unit holding every stack until then)."""
 
-    stacks: list[list[PlannedJob]] = field(default_factory=list)
+    stacks: list[Stack] = field(default_factory=list)
     shared: int = 0
+    units: list[Unit] = field(default_factory=list)
 
 
 def make_stacks(jobs: Sequence[PlannedJob], max_stack: int) -> list[list[PlannedJob]]:
@@ -151,8 +275,101 @@ def plan_jobs(jobs: Sequence[PlannedJob], max_stack: int, sweep_dir: str, cwd: s
             continue
         root = job.spec.cache_root(sweep_dir, cwd=cwd)
         entries.append((root, job.spec.training, job.spec.estimate))
+        if root is not None:
+            training = {k: v for k, v in job.spec.training.items() if k != "seed"}
+            job.trains_with = io.config_hash({"root": str(root), "training": training})
     shared = plan_sweep(entries) if len(jobs) > 1 else 0
-    return Plan(make_stacks(jobs, max_stack), shared)
+    stacks = make_stacks(jobs, max_stack)
+    return Plan(stacks, shared, [stacks])
+
+
+def make_units(stacks: Sequence[Stack], n_workers: int) -> list[Unit]:
+    """The stacks in units that share nothing, split by seed to give ``n_workers`` work.
+
+    Stacks with a job of the same training key (:attr:`PlannedJob.trains_with` and seed) are
+    one unit, in plan order: the first trains through the cache and evaluates for the others,
+    which read. While there are fewer units than workers, the unit with the most seeds per
+    part is cut into one part more, as long as each part keeps :data:`MIN_SPLIT` seeds: a
+    unit's seeds, in order, in near-equal runs; each part holds its seeds' jobs of every stack
+    of the unit (so its stacks still share their training keys).
+    """
+    units = _by_training_key(stacks)
+    seeds = [_seeds(u) for u in units]
+    parts = [1] * len(units)
+    for _ in range(max(0, n_workers - len(units))):
+        best = max(
+            (k for k in range(len(units)) if len(seeds[k]) // (parts[k] + 1) >= MIN_SPLIT),
+            key=lambda k: len(seeds[k]) / parts[k],
+            default=None,
+        )
+        if best is None:
+            break
+        parts[best] += 1
+    out: list[Unit] = []
+    for unit, its_seeds, n in zip(units, seeds, parts):
+        for chunk in _runs(its_seeds, n):
+            part = [[j for j in stack if j.spec is None or j.spec.seed in chunk] for stack in unit]
+            out.append([stack for stack in part if stack])
+    return out
+
+
+def _by_training_key(stacks: Sequence[Stack]) -> list[Unit]:
+    """Stacks joined (in plan order) when a job of one shares its training key with a job of
+    the other."""
+    owner: dict[tuple[str, int], int] = {}  # training key -> the unit holding it
+    units: list[Unit | None] = []
+    for stack in stacks:
+        keys = [(j.trains_with, j.spec.seed) for j in stack if j.trains_with is not None]
+        joined = sorted({owner[k] for k in keys if k in owner})
+        unit: Unit = [s for u in joined for s in units[u]] + [stack]
+        for u in joined:
+            units[u] = None
+        units.append(unit)
+        for s in unit:
+            for j in s:
+                if j.trains_with is not None:
+                    owner[j.trains_with, j.spec.seed] = len(units) - 1
+    kept = [u for u in units if u is not None]
+    return sorted(kept, key=lambda u: min(j.idx for s in u for j in s))
+
+
+def _seeds(unit: Unit) -> list[int]:
+    """A unit's seeds in the order they come (jobs without a spec have none)."""
+    return list(dict.fromkeys(j.spec.seed for s in unit for j in s if j.spec is not None))
+
+
+def _runs(items: list[int], n: int) -> list[set[int]]:
+    """``items`` in ``n`` consecutive runs whose lengths differ by at most one."""
+    if n <= 1:
+        return [set(items)]
+    size, extra = divmod(len(items), n)
+    runs, at = [], 0
+    for k in range(n):
+        step = size + (k < extra)
+        runs.append(set(items[at : at + step]))
+        at += step
+    return runs
+
+
+def default_workers(jobs: Sequence[PlannedJob]) -> int:
+    """``hydra.launcher.n_workers=null``: the cores divided by the most threads a job uses
+    (``runtime.threads``; ``auto`` counts ``OMP_NUM_THREADS`` when set, else 1); 1 when a job
+    runs on a GPU, whose processes would share one device."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    per_job = int(env) if env.isdigit() and int(env) >= 1 else 1
+    most = 1
+    for job in jobs:
+        if job.spec is None:
+            continue
+        runtime = job.spec.runtime
+        try:
+            if resolve_device(runtime.get("device", "auto")).type != "cpu":
+                return 1
+        except ValueError:  # the job fails alone with it
+            continue
+        threads = runtime.get("threads", "auto")
+        most = max(most, per_job if threads == "auto" else int(threads))
+    return max(1, runner.cores() // most)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,19 +405,180 @@ def launch(
         plan = plan_jobs(jobs, max_stack, sweep_dir, str(config.hydra.runtime.cwd))
     except OSError as err:  # the sweep dir or a cache dir: one line, before any job starts
         raise SystemExit(f"infoflow: error: {unwritable(err)}") from None
+    options = {**OPTIONS, **launcher.options}
+    slurm = options["executor"] == "slurm"
+    parallel = place_units(plan, jobs, options)
     log.info(
-        "Launching %d jobs in this process: %s; planned in %.2fs",
+        "Launching %d jobs %s: %s; planned in %.2fs",
         len(jobs),
+        (
+            f"as {len(plan.units)} Slurm job(s), one per unit"
+            if slurm
+            else f"in {parallel} worker processes"
+            if parallel > 1
+            else "in this process"
+        ),
         how_it_runs(plan, max_stack),
         time.perf_counter() - t0,
     )
+    logging_cfg = (config.hydra.hydra_logging, config.hydra.verbose)
+    if slurm:
+        returns = run_units(context, plan.units, logging_cfg, sweep_dir, options)
+    elif parallel > 1:
+        returns = run_units(context, plan.units, logging_cfg, sweep_dir, None, parallel)
+    else:
+        returns = {}
+        for stack in (s for unit in plan.units for s in unit):
+            say_jobs(stack)
+            returns.update(zip((j.idx for j in stack), run_nested(context, stack)))
+            configure_log(*logging_cfg)
+    return [returns.get(j.idx) or lost_return(j) for j in jobs]
+
+
+def place_units(plan: Plan, jobs: Sequence[PlannedJob], options: dict[str, Any]) -> int:
+    """Set the plan's units for where they run; return how many run at once here.
+
+    Slurm: one Slurm job per unit (``n_workers``, when given, splits them as locally).
+    Local: ``n_workers`` (or :func:`default_workers`) processes; with one, every stack in this
+    process, in plan order.
+    """
+    if options["executor"] == "slurm":
+        plan.units = make_units(plan.stacks, options["n_workers"] or 1)
+        return 1
+    n_workers = options["n_workers"] or default_workers(jobs)
+    if n_workers > 1:
+        plan.units = make_units(plan.stacks, n_workers)
+    return min(n_workers, len(plan.units))
+
+
+def say_jobs(stack: Stack) -> None:
+    for job in stack:
+        log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
+
+
+# ---------------------------------------------------------------------------------------------
+# units in worker processes
+
+
+@dataclass
+class UnitResult:
+    """What a unit's process sends back: each job's ``JobReturn``, the signal that stopped it
+    (None when it ran to its end) and the jobs whose directory could not hold a status."""
+
+    returns: dict[int, Any]
+    signum: int | None = None
+    unrecorded: dict[str, str] = field(default_factory=dict)
+
+
+def run_unit(
+    context: Any, state: Any, unit: Unit, logging_cfg: tuple, resume: bool = False
+) -> UnitResult:
+    """Run a unit's stacks in order, in a process of its own (a worker, a Slurm job): Hydra's
+    globals from the launching process (``Singleton`` state), each job through ``run_job``
+    as in the launching process. SIGINT and SIGTERM stop it as they stop a sweep: the
+    running jobs end ``interrupted``, the others do not start. ``resume``: the unit runs
+    again (a requeued Slurm job): its jobs continue from their files
+    (``runtime.resume=true``)."""
+    setup_globals()
+    Singleton.set_state(state)
+    register_resolvers()
+    configure_log(*logging_cfg)
+    if resume:
+        for job in (j for stack in unit for j in stack):
+            with open_dict(job.config):
+                job.config.runtime.resume = True
+            job.spec = JobSpec.of(job.config) if job.spec is not None else None
+    catch_signals()
     returns: dict[int, Any] = {}
-    for stack in plan.stacks:
-        for job in stack:
-            log.info("\t#%d : %s", job.idx, " ".join(filter_overrides(job.overrides)))
-        returns.update(zip((j.idx for j in stack), run_nested(launcher, stack)))
-        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-    return [returns[j.idx] for j in jobs]
+    signum = None
+    try:
+        for stack in unit:
+            say_jobs(stack)
+            returns.update(zip((j.idx for j in stack), run_nested(context, stack)))
+            configure_log(*logging_cfg)
+    except KeyboardInterrupt as err:  # between two jobs
+        signum = err.signum if isinstance(err, Interrupted) else int(signal.SIGINT)
+    except SystemExit as err:  # a job's interrupt_exit: 128 + the signal
+        if not (isinstance(err.code, int) and err.code > 128):
+            raise
+        signum = err.code - 128
+    return UnitResult(returns, signum, dict(UNRECORDED))
+
+
+def run_units(
+    context: Any,
+    units: Sequence[Unit],
+    logging_cfg: tuple,
+    sweep_dir: str,
+    slurm: dict[str, Any] | None = None,
+    n: int = 1,
+) -> dict[int, Any]:
+    """Run ``units`` in ``n`` local worker processes, or as Slurm jobs (``slurm``: the
+    launcher's options); each job's ``JobReturn`` by index.
+
+    A local worker gets ``OMP_NUM_THREADS`` = the cores divided by ``n`` unless it is set (a
+    job with ``runtime.threads=auto`` takes it). A unit whose process died, or that failed
+    outside its jobs, has its running jobs marked ``failed`` with the reason; the others go
+    on. A signal to this process stops the sweep: raises ``SystemExit`` 128 + its number once
+    the busy units have written their jobs' statuses; so does a signal to a local worker alone.
+    A Slurm unit stopped by ``scancel`` ends alone (its jobs ``interrupted``).
+    """
+    tasks = [(run_unit, (context, Singleton.get_state(), unit, logging_cfg)) for unit in units]
+    returns: dict[int, Any] = {}
+
+    def on_done(i: int, outcome: workers.Outcome) -> int | None:
+        if outcome.error is not None:
+            lost(units[i], outcome.error, sweep_dir)
+            return None
+        result: UnitResult = outcome.value
+        returns.update(result.returns)
+        UNRECORDED.update(result.unrecorded)
+        if slurm is not None and result.signum is not None:
+            log.error(
+                "jobs %s: their Slurm job was stopped by %s; runtime.resume=true continues them",
+                ", ".join(f"#{j.idx}" for stack in units[i] for j in stack),
+                signal.Signals(result.signum).name,
+            )
+            return None
+        return result.signum
+
+    catch_signals()
+    try:
+        if slurm is not None:
+            slurm_units(tasks, slurm, sweep_dir, on_done)
+        else:
+            env = {}
+            if not os.environ.get("OMP_NUM_THREADS", "").strip():
+                env["OMP_NUM_THREADS"] = str(max(1, runner.cores() // n))
+            workers.run_tasks(tasks, n, env, on_done)
+    except KeyboardInterrupt as err:
+        raise interrupt_exit(err) from None
+    return returns
+
+
+def lost(unit: Unit, why: str, sweep_dir: str) -> None:
+    """A unit ended without a result: its jobs that were running are marked ``failed``."""
+    first = why.strip().splitlines()[-1]
+    marked = [j.idx for s in unit for j in s if mark_lost(job_dir(j, sweep_dir), first)]
+    log.error(
+        "jobs %s: %s%s",
+        ", ".join(f"#{j.idx}" for s in unit for j in s),
+        first,
+        f"; jobs {', '.join(f'#{i}' for i in marked)} marked failed" if marked else "",
+    )
+    if "\n" in why.strip():
+        log.debug("%s", why)
+
+
+def job_dir(job: PlannedJob, sweep_dir: str) -> Path:
+    return Path(sweep_dir) / str(OmegaConf.select(job.config, "hydra.sweep.subdir"))
+
+
+def lost_return(job: PlannedJob) -> JobReturn:
+    """The ``JobReturn`` of a job whose process gave none (its status says what happened)."""
+    ret = JobReturn(overrides=list(job.overrides), cfg=job.config, status=JobStatus.COMPLETED)
+    ret.return_value = None
+    return ret
 
 
 def job_numbers(
@@ -248,7 +626,7 @@ def unwritable(err: OSError) -> str:
 
 def how_it_runs(plan: Plan, max_stack: int) -> str:
     """How the plan runs the jobs, for the launch line."""
-    stacked = [s for s in plan.stacks if len(s) > 1]
+    stacked = [s for unit in plan.units for s in unit if len(s) > 1]
     how = "one after another"
     if stacked:
         how = (
@@ -260,7 +638,7 @@ def how_it_runs(plan: Plan, max_stack: int) -> str:
     return how
 
 
-def run_nested(launcher: Any, stack: Sequence[PlannedJob]) -> list[Any]:
+def run_nested(context: Any, stack: Sequence[PlannedJob]) -> list[Any]:
     """The jobs of a stack, each inside its own ``run_job``, nested: job k's task sets job k
     up (in its directory, with its Hydra config) and enters job k+1's ``run_job``; inside the
     last one the stack trains. So every job gets its directory, its ``.hydra/`` and its job
@@ -283,7 +661,7 @@ def run_nested(launcher: Any, stack: Sequence[PlannedJob]) -> list[Any]:
 
         returns.append(
             run_job(
-                hydra_context=launcher.hydra_context,
+                hydra_context=context,
                 task_function=task,
                 config=stack[k].config,
                 job_dir_key="hydra.sweep.dir",
@@ -291,5 +669,17 @@ def run_nested(launcher: Any, stack: Sequence[PlannedJob]) -> list[Any]:
             )
         )
 
-    enter(0)
+    try:
+        enter(0)
+    except (KeyboardInterrupt, SystemExit) as err:
+        # a signal between two set-ups, or before the stack's training began: the jobs set
+        # up so far have no status yet, and get theirs (a job's own handler wrote its own)
+        code = err.code if isinstance(err, SystemExit) else None
+        if isinstance(err, SystemExit) and not (isinstance(code, int) and code > 128):
+            raise
+        signal_err = err if isinstance(err, KeyboardInterrupt) else Interrupted(code - 128)
+        for setup in setups:
+            if not setup.job.ended:
+                setup.job.interrupted(signal_err)
+        raise interrupt_exit(signal_err) from None
     return returns[::-1]  # the innermost job returned first

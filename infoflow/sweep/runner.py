@@ -106,6 +106,7 @@ class JobSetup:
     log_files: list[logging.FileHandler]  # its Hydra job log, where its lines belong
     probe: Probe  # the probed modules of its net, checked before training
     rng: torch.Tensor  # the global generator's state its net's draws start from
+    stack: str = "exact"  # hydra.launcher.stack: how its stack trains (stack_mode)
 
 
 def open_job(
@@ -153,14 +154,17 @@ def _set_up(job: Job, spec: JobSpec, hydra_cfg: DictConfig) -> JobSetup:
     if warning := cost_warning(estimator, list(probe.units), n_probed(data, spec)):
         log.warning(warning)  # before training: the cheaper estimators are named
     choices = {**hydra_cfg.runtime.choices, "model": model_label(spec, hydra_cfg)}
-    job.meta = spec.meta(job.run_id, choices, device.type, data.source)
+    stack = stack_mode(hydra_cfg)
+    job.meta = spec.meta(job.run_id, choices, device.type, data.source, stack)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     sweep_dir = to_absolute_path(hydra_cfg.sweep.dir) if multirun else None
     root = spec.cache_root(sweep_dir, cwd=hydra_cfg.runtime.cwd)
     cache = shared = None
     if root is not None:
         cache = TrainCache(
-            root, spec.training_key(device.type, fingerprint), wait_s=runtime["cache"]["wait_s"]
+            root,
+            spec.training_key(device.type, fingerprint, stack),
+            wait_s=runtime["cache"]["wait_s"],
         )
         plan = plan_path(root, spec.training)
         shared = SharedEstimates(cache, plan, spec.estimate, build=build)
@@ -180,8 +184,19 @@ def _set_up(job: Job, spec: JobSpec, hydra_cfg: DictConfig) -> JobSetup:
     )
     files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
     return JobSetup(
-        job, spec, data, model, make_optimizer, estimator, cache, shared, files, probe, rng
+        job, spec, data, model, make_optimizer, estimator, cache, shared, files, probe, rng, stack
     )
+
+
+def stack_mode(hydra_cfg: DictConfig) -> str:
+    """``hydra.launcher.stack`` of a sweep under infoflow's launcher (which validated it);
+    ``exact`` for a single run and under every other launcher (each job alone)."""
+    launcher = hydra_cfg.launcher if hydra_cfg.mode == RunMode.MULTIRUN else None
+    if not hasattr(launcher, "get"):
+        return "exact"
+    if not str(launcher.get("_target_", "")).startswith("hydra_plugins.infoflow_launcher."):
+        return "exact"
+    return str(launcher.get("stack", "exact"))
 
 
 def run_stack(setups: Sequence[JobSetup]) -> None:
@@ -205,7 +220,8 @@ def run_stack(setups: Sequence[JobSetup]) -> None:
         with job_logs(setups):
             if len(setups) > 1:
                 seeds = ", ".join(str(m.seed) for m in members)
-                log.info("seeds %s trained as one stack", seeds)
+                how = " (batched)" if setups[0].stack == "batched" else ""
+                log.info("seeds %s trained as one stack%s", seeds, how)
             train_stack(
                 members,
                 optimizer,
@@ -216,6 +232,7 @@ def run_stack(setups: Sequence[JobSetup]) -> None:
                 resume=first.runtime.get("resume", False),
                 probe_samples=probe["samples"],
                 on_error=lambda m, err: jobs[id(m)].failed(err),
+                stack=setups[0].stack,
             )
     except KeyboardInterrupt as err:
         for m in members:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from infoflow.training.batched import trainer_class
 from infoflow.training.data import Dataset
 from infoflow.training.probe import Estimator, PointEstimate, Probe
 from infoflow.training.schedule import EvalPoint, eval_points
@@ -122,6 +123,7 @@ def train_stack(
     probe_samples: str = "eval",
     probe_layers: Sequence[str] | None = None,
     on_error: Callable[[Member, Exception], None] | None = None,
+    stack: str = "exact",
 ) -> None:
     """Train the members' nets as one stack; evaluate each at every point of ``trainer.eval``.
 
@@ -149,7 +151,12 @@ def train_stack(
     on_error
         Called with a member and the exception that stopped it alone (a diverged loss, its
         estimator, its files); the others go on. None: the exception is raised at once.
+    stack
+        ``hydra.launcher.stack``: ``exact`` (:class:`StackTrainer`, each seed bit for bit as
+        alone) or ``batched`` (:class:`infoflow.training.batched.BatchedStackTrainer`, every
+        seed's layers as one kernel over a seed axis: a seed alone up to float rounding).
     """
+    make_learner = trainer_class(stack)
     starts = [m.recorder.resume_from() if resume else ([], 0, None) for m in members]
     parts: dict[tuple[int, bool], list[int]] = {}
     for i, (m, (_, start, state)) in enumerate(zip(members, starts)):
@@ -158,8 +165,8 @@ def train_stack(
     for part in parts.values():
         models = [members[i].model for i in part]
         opt = optimizer if len(parts) == 1 else optimizer_over(optimizer, models)
-        stack = Stack(
-            StackTrainer(
+        part_stack = Stack(
+            make_learner(
                 models,
                 opt,
                 data,
@@ -170,7 +177,7 @@ def train_stack(
             [members[i] for i in part],
             on_error,
         )
-        stack.train([starts[i] for i in part], trainer, probe)
+        part_stack.train([starts[i] for i in part], trainer, probe)
 
 
 @dataclass(frozen=True)
@@ -338,9 +345,8 @@ def cached_points(
                 for point, stats in train_points(learner, points):
                     for k, (m, s) in enumerate(zip(stack.members, stats)):
                         if not isinstance(s, Exception):
-                            m.cache.save_point(
-                                point.index, m.model.state_dict(), s, learner.state_dict(k)
-                            )
+                            state = learner.state_dict(k)  # its model's tensors of its own
+                            m.cache.save_point(point.index, state["model"], s, state)
                     if point.index >= i:
                         yield point, stats
                         i = point.index + 1
