@@ -1,5 +1,6 @@
-"""Stacks on every core: a many-seed sweep against its one-seed sweep, with infoflow's launcher
-in one process (``hydra.launcher.n_workers=1``) and with its default worker processes.
+"""Stacks on every core: a many-seed sweep against its one-seed sweep, at the default
+``runtime.threads=auto`` (jobs one after the other on every core, in one process) and at
+``runtime.threads=1`` (one worker process per core, ``hydra.launcher.n_workers`` at its default).
 
 Runs each command as a user would (a fresh ``python -m infoflow`` in a temp dir), side by side
 in one run: the commands alternate, ``--reps`` rounds, the minimum wall time of each is kept,
@@ -77,10 +78,10 @@ def main() -> None:
     results = {}
     for which in args.which:
         one, many, seeds = sweeps(which, args)
-        runs = {
-            "1 seed, n_workers=1": [*one, "hydra.launcher.n_workers=1"],
+        runs = {  # threads=1: one worker per core; the default (threads=auto): one process
+            "1 seed, threads=1": [*one, "runtime.threads=1"],
             "1 seed, default": one,
-            f"{seeds} seeds, n_workers=1": [*many, "hydra.launcher.n_workers=1"],
+            f"{seeds} seeds, threads=1": [*many, "runtime.threads=1"],
             f"{seeds} seeds, default": many,
         }
         best: dict[str, dict] = {}
@@ -93,9 +94,11 @@ def main() -> None:
         for name, got in best.items():
             print(f"  {name:24s} {got['wall']:8.1f} s   ({got['how']}, "
                   f"{got['evaluations']} evaluation lines)")  # fmt: skip
-        for how in ("n_workers=1", "default"):
+        for how in ("threads=1", "default"):
             ratio = best[f"{seeds} seeds, {how}"]["wall"] / best[f"1 seed, {how}"]["wall"]
             print(f"  {seeds} seeds / 1 seed, {how}: {ratio:.2f}x")
+        ratio = best[f"{seeds} seeds, threads=1"]["wall"] / best["1 seed, default"]["wall"]
+        print(f"  {seeds} seeds at threads=1 / 1 seed at the default: {ratio:.2f}x")
         results[which] = {name: dict(got) for name, got in best.items()}
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

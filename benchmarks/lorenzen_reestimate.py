@@ -9,8 +9,10 @@ subset of the points (``--epochs``): the nets are those the sweep measured, bit 
 re-measures ``exact`` at those points and stops if one number differs from the job's table).
 
 Each row is the exact job's row at that point (config columns, training and evaluation
-figures) with the estimator's own columns, as the estimator's job would have written it, so
-that ``infoflow.score`` and ``infoflow.compression`` read the result as any sweep's table.
+figures) with the estimator's own columns and a run id of its own (the exact job's with
+``~<estimator>``), as the estimator's job would have written it, so that ``infoflow.score``
+and ``infoflow.compression`` read the result, with the sweep's rows at the same epochs, as any
+sweep's table (give the rows ``status="completed"``: their exact jobs completed).
 
     python benchmarks/lorenzen_reestimate.py SWEEP --out other.parquet
     python benchmarks/lorenzen_reestimate.py SWEEP --activation tanh --estimators kde_nn renyi
@@ -89,6 +91,7 @@ def reestimate(job: Path, estimators: list[str], epochs: list[int]) -> pd.DataFr
             rows = pd.DataFrame(measure(layers, data, setups[name], names, samples))
             frame = base[keep].drop(columns=["layer", "units"]).join(rows)
             frame["estimator"] = name
+            frame["run_id"] = frame["run_id"] + f"~{name}"  # a run of its own, as its job's
             for k, v in metas[name].items():
                 frame[k] = v
             out.append(frame)

@@ -103,9 +103,11 @@ def test_default_workers_are_the_cores_over_each_jobs_threads(monkeypatch):
     monkeypatch.setattr("infoflow.sweep.runner.cores", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     auto = {"device": "cpu", "threads": "auto"}
-    assert default_workers([planned(0, 0, runtime=auto)]) == 8
-    two = {"device": "cpu", "threads": 2}
-    assert default_workers([planned(0, 0, runtime=auto), planned(1, 1, runtime=two)]) == 4
+    assert default_workers([planned(0, 0, runtime=auto)]) == 1  # auto: every core, as alone
+    one, two = {"device": "cpu", "threads": 1}, {"device": "cpu", "threads": 2}
+    assert default_workers([planned(0, 0, runtime=one)]) == 8
+    assert default_workers([planned(0, 0, runtime=one), planned(1, 1, runtime=two)]) == 4
+    assert default_workers([planned(0, 0, runtime=one), planned(1, 1, runtime=auto)]) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     assert default_workers([planned(0, 0, runtime=auto)]) == 2
     monkeypatch.setattr(launcher_mod, "resolve_device", lambda name: __import__("torch").device(

@@ -353,10 +353,17 @@ def _runs(items: list[int], n: int) -> list[set[int]]:
 
 def default_workers(jobs: Sequence[PlannedJob]) -> int:
     """``hydra.launcher.n_workers=null``: the cores divided by the most threads a job uses
-    (``runtime.threads``; ``auto`` counts ``OMP_NUM_THREADS`` when set, else 1); 1 when a job
-    runs on a GPU, whose processes would share one device."""
+    (``runtime.threads``; ``auto`` counts ``OMP_NUM_THREADS`` when set, else every core, as a
+    job alone takes them); 1 when a job runs on a GPU, whose processes would share one device.
+
+    So jobs at ``runtime.threads=auto`` run one after the other on every core, and jobs that
+    name their threads (``runtime.threads=1``: the IB papers' small nets, whose steps gain
+    nothing from a second thread) run side by side, one per core: a net big enough to split
+    its kernels across threads (the CNN on Fashion-MNIST) runs faster on all the cores than
+    on one core beside the others, and one on a core of its own would set the sweep's pace.
+    """
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    per_job = int(env) if env.isdigit() and int(env) >= 1 else 1
+    per_job = int(env) if env.isdigit() and int(env) >= 1 else runner.cores()
     most = 1
     for job in jobs:
         if job.spec is None:
