@@ -151,11 +151,7 @@ def check_options(options: dict[str, Any]) -> int:
                 f"{', '.join(OPTIONS)}; got hydra.launcher.{key}={value!r}"
             )
     max_stack = options.get("max_stack", OPTIONS["max_stack"])
-    if (
-        not isinstance(max_stack, int)
-        or isinstance(max_stack, bool)
-        or not 1 <= max_stack <= MAX_STACK
-    ):
+    if not _int_in(max_stack, 1, MAX_STACK):
         raise LauncherError(
             f"hydra.launcher.max_stack must be an integer between 1 and {MAX_STACK} (the most "
             f"seeds trained as one stack; 1 trains every job alone), got {max_stack!r}"
@@ -167,11 +163,7 @@ def check_options(options: dict[str, Any]) -> int:
             f"bit for bit as alone; batched: one kernel over the seeds), got {stack!r}"
         )
     n_workers = options.get("n_workers")
-    if n_workers is not None and (
-        not isinstance(n_workers, int)
-        or isinstance(n_workers, bool)
-        or not 1 <= n_workers <= MAX_WORKERS
-    ):
+    if n_workers is not None and not _int_in(n_workers, 1, MAX_WORKERS):
         raise LauncherError(
             f"hydra.launcher.n_workers must be null (the cores divided by each job's threads) "
             f"or an integer between 1 and {MAX_WORKERS} (worker processes running units at "
@@ -179,6 +171,11 @@ def check_options(options: dict[str, Any]) -> int:
         )
     _check_executor(options)
     return max_stack
+
+
+def _int_in(value: Any, least: int, most: float = float("inf")) -> bool:
+    """``value`` is an integer (not a bool) in ``least..most``."""
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value <= most
 
 
 def _check_executor(options: dict[str, Any]) -> None:
@@ -194,7 +191,7 @@ def _check_executor(options: dict[str, Any]) -> None:
         value = options.get(key, OPTIONS[key])
         if value is None and OPTIONS[key] is None:
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        if not _int_in(value, least):
             raise LauncherError(
                 f"hydra.launcher.{key} must be an integer >= {least}, got {value!r}"
             )
