@@ -1,6 +1,7 @@
 """Stacks on every core: a many-seed sweep against its one-seed sweep, at the default
 ``runtime.threads=auto`` (jobs one after the other on every core, in one process) and at
-``runtime.threads=1`` (one worker process per core, ``hydra.launcher.n_workers`` at its default).
+``runtime.threads=1`` (one worker process per core, ``hydra.launcher.n_workers`` at its default),
+and the many-seed sweep as a batched stack (``hydra.launcher.stack=batched``).
 
 Runs each command as a user would (a fresh ``python -m infoflow`` in a temp dir), side by side
 in one run: the commands alternate, ``--reps`` rounds, the minimum wall time of each is kept,
@@ -83,6 +84,7 @@ def main() -> None:
             "1 seed, default": one,
             f"{seeds} seeds, threads=1": [*many, "runtime.threads=1"],
             f"{seeds} seeds, default": many,
+            f"{seeds} seeds, batched": [*many, "hydra.launcher.stack=batched"],
         }
         best: dict[str, dict] = {}
         for _ in range(args.reps):
@@ -97,8 +99,9 @@ def main() -> None:
         for how in ("threads=1", "default"):
             ratio = best[f"{seeds} seeds, {how}"]["wall"] / best[f"1 seed, {how}"]["wall"]
             print(f"  {seeds} seeds / 1 seed, {how}: {ratio:.2f}x")
-        ratio = best[f"{seeds} seeds, threads=1"]["wall"] / best["1 seed, default"]["wall"]
-        print(f"  {seeds} seeds at threads=1 / 1 seed at the default: {ratio:.2f}x")
+        for how in ("threads=1", "batched"):
+            ratio = best[f"{seeds} seeds, {how}"]["wall"] / best["1 seed, default"]["wall"]
+            print(f"  {seeds} seeds at {how} / 1 seed at the default: {ratio:.2f}x")
         results[which] = {name: dict(got) for name, got in best.items()}
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -7,6 +7,7 @@ sweep. infoflow's launcher (the default) plans a sweep and runs its stacks throu
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -41,6 +42,10 @@ def cli() -> None:
         name = err.args[0] if isinstance(err, Interrupted) and err.args else "SIGINT"
         print(f"infoflow: interrupted by {name}", file=sys.stderr)
         raise interrupt_exit(err) from None
+    finally:
+        # what is alive now lives until the exit: freezing it spares the interpreter's last
+        # collection a walk over torch's and Hydra's millions of objects (0.6 s of CPU)
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ class InfoflowLauncher(Launcher):
     sharing their evaluation passes) and runs its independent units in worker processes or
     as Slurm jobs (``hydra.launcher.n_workers``, ``hydra.launcher.executor``)."""
 
+    #: every job's config is composed before any job starts (the plan needs them all): the
+    #: check infoflow's sweeper would otherwise make by composing each a second time
+    composes_every_job_first = True
+
     def __init__(self, **options: Any) -> None:
         super().__init__()
         self.options = options  # validated when the sweep launches, before any job starts

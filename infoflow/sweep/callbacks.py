@@ -9,7 +9,6 @@ started) for every launcher: basic, joblib, submitit (local and Slurm), Ray.
 from __future__ import annotations
 
 import atexit
-import itertools
 import logging
 import traceback
 from pathlib import Path
@@ -17,42 +16,32 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from infoflow import io
 from infoflow.sweep.job import UNRECORDED, catch_signals, register_resolvers, signals_deferred
 from infoflow.sweep.merge import merge_sweep
+from infoflow.sweep.sweeper import BASIC_SWEEPER, SWEEPER, expand
 
 log = logging.getLogger(__name__)
 
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # compared, not imported
-
 
 def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
-    """Every job's overrides, in launch order, as Hydra's basic sweeper expands them (the
-    cartesian product of the sweep's values, ``hydra.sweeper.params`` first); None for another
-    sweeper, whose jobs cannot be known in advance."""
-    if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+    """Every job's overrides, in launch order, as infoflow's sweeper and Hydra's basic one
+    expand them (:func:`infoflow.sweep.sweeper.expand`); None for another sweeper, whose jobs
+    cannot be known in advance, or for a sweep those sweepers refuse themselves."""
+    if OmegaConf.select(config, "hydra.sweeper._target_") not in (SWEEPER, BASIC_SWEEPER):
         return None
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    args = [f"{k}={v}" for k, v in params.items()]
-    args += list(OmegaConf.select(config, "hydra.overrides.task") or [])
     loader = (
         GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
     )
-    overrides = OverridesParser.create(config_loader=loader).parse_overrides(args)
-    choices: dict[str, list[str]] = {}  # a key given twice: the last wins, as in the sweeper
-    for o in overrides:
-        key = o.get_key_element()
-        if o.is_sweep_override():
-            if not o.is_discrete_sweep():
-                return None  # the basic sweeper refuses it itself
-            choices[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
-        else:
-            choices[key] = [f"{key}={o.get_value_element_as_str()}"]
-    return [list(job) for job in itertools.product(*choices.values())]
+    try:
+        return expand(params, OmegaConf.select(config, "hydra.overrides.task") or [], loader)
+    except HydraException:
+        return None
 
 
 class OutputDir(Callback):
@@ -167,8 +156,8 @@ class MergeResults(Callback):
         say_what_it_replaces(self._sweep_dir, OmegaConf.select(config, "runtime.resume") is True)
         if jobs is None:
             log.warning(
-                "another sweeper than Hydra's basic one: the jobs it launches are not "
-                "known in advance; the summary lists the job directories it finds"
+                "a sweeper other than infoflow's or Hydra's basic one: the jobs it launches are "
+                "not known in advance; the summary lists the job directories it finds"
             )
             return
         io.write_json(

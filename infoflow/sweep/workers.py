@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -103,8 +104,11 @@ def _serve(
         try:
             task = conn.recv_bytes()
         except (EOFError, OSError):
-            return
+            task = b""
         if not task:
+            # what is alive now lives until the exit, which the launcher waits for: freezing
+            # it spares the interpreter's last collection a walk over torch's objects (0.6 s)
+            gc.freeze()
             return
         try:
             fn, args = pickle.loads(task)
