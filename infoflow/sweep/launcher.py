@@ -54,6 +54,7 @@ from infoflow import io
 from infoflow.errors import UserError
 from infoflow.spec import JobSpec
 from infoflow.sweep import runner, workers
+from infoflow.sweep.compose import compose_jobs
 from infoflow.sweep.job import (
     UNRECORDED,
     Interrupted,
@@ -394,7 +395,7 @@ def launch(
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     sweep_dir = to_absolute_path(str(config.hydra.sweep.dir))
     t0 = time.perf_counter()
-    configs = [context.config_loader.load_sweep_config(config, list(o)) for o in job_overrides]
+    configs = compose_jobs(context.config_loader, config, job_overrides)
     resume = any(OmegaConf.select(c, "runtime.resume") is True for c in configs)
     numbers = job_numbers(job_overrides, initial_job_idx, sweep_dir if resume else None)
     jobs = []
