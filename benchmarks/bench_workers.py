@@ -12,7 +12,10 @@ so that the load of a shared machine cancels out as far as it can.
 - ``tishby``: ``-m experiment=tishby2017 'seed=range(20)'`` against ``seed=0`` (``--epochs``
   shortens it; the default is the experiment's full 10,000).
 
-Each sweep also reports the launch line's "in N worker processes" and its evaluation lines.
+Each sweep also reports the launch line's "in N worker processes", its evaluation lines and its
+stacks' seconds (from the launch line to the summary line: set-up, training, evaluations,
+writes). From those, the exact stack's floor: the many-seed sweep's ratio were everything but
+its stacks as cheap as for one seed (each seed of an exact stack runs as it runs alone).
 
     python benchmarks/bench_workers.py --which digits
     python benchmarks/bench_workers.py --which tishby --epochs 2000
@@ -29,10 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = re.compile(r"Launching \d+ jobs (in this process|in \d+ worker processes)")
+STAMP = r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[HYDRA\] "
+STARTED = re.compile(STAMP + "Launching")
+ENDED = re.compile(STAMP + r"sweep .*: \d+ jobs \(")
 
 
 def sweeps(which: str, args: argparse.Namespace) -> tuple[list[str], list[str], int]:
@@ -62,7 +69,18 @@ def run(cmd: list[str]) -> dict[str, object]:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{log[-3000:]}")
     launch = LAUNCH.search(log)
     return {"wall": wall, "how": launch.group(1) if launch else "?",
-            "evaluations": log.count(" eval ")}  # fmt: skip
+            "evaluations": log.count(" eval "), "stacks": stacks_seconds(log)}  # fmt: skip
+
+
+def stacks_seconds(log: str) -> float:
+    """Seconds from the launch line to the sweep's summary line: the stacks' set-up, training,
+    evaluations and writes, without the imports, the composing and the plan before them."""
+    started, ended = STARTED.search(log), ENDED.search(log)
+    if not (started and ended):
+        return float("nan")
+    stamp = "%Y-%m-%d %H:%M:%S,%f"
+    t0, t1 = (datetime.strptime(m.group(1), stamp) for m in (started, ended))
+    return (t1 - t0).total_seconds()
 
 
 def main() -> None:
@@ -94,14 +112,22 @@ def main() -> None:
                     best[name] = got
         print(f"{which}: python -m infoflow {' '.join(many)}")
         for name, got in best.items():
-            print(f"  {name:24s} {got['wall']:8.1f} s   ({got['how']}, "
-                  f"{got['evaluations']} evaluation lines)")  # fmt: skip
+            print(f"  {name:24s} {got['wall']:8.1f} s   ({got['how']}, {got['evaluations']} "
+                  f"evaluation lines; stacks {got['stacks']:.1f} s)")  # fmt: skip
         for how in ("threads=1", "default"):
             ratio = best[f"{seeds} seeds, {how}"]["wall"] / best[f"1 seed, {how}"]["wall"]
             print(f"  {seeds} seeds / 1 seed, {how}: {ratio:.2f}x")
         for how in ("threads=1", "batched"):
             ratio = best[f"{seeds} seeds, {how}"]["wall"] / best["1 seed, default"]["wall"]
             print(f"  {seeds} seeds at {how} / 1 seed at the default: {ratio:.2f}x")
+        # the exact stack's floor: were everything but the stacks (imports, composing, plan,
+        # merge) as cheap for many seeds as for one, the sweep would still take this long
+        one, many = best["1 seed, default"], best[f"{seeds} seeds, default"]
+        floor = (one["wall"] + many["stacks"] - one["stacks"]) / one["wall"]
+        print(
+            f"  {seeds} seeds / 1 seed, default, if only the stacks grew: {floor:.2f}x "
+            f"(stacks {many['stacks']:.1f} s against {one['stacks']:.1f} s)"
+        )
         results[which] = {name: dict(got) for name, got in best.items()}
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
