@@ -64,7 +64,7 @@ def compose_jobs(
             rest = [o.input_line or "" for o in overrides]
             rest[at] = f"{SEED}=*"
             groups.setdefault(tuple(rest), []).append(i)
-    configs: list[DictConfig | None] = [None] * len(job_overrides)
+    configs: dict[int, DictConfig] = {}
 
     def compose(i: int) -> DictConfig:
         configs[i] = loader.load_sweep_config(master, list(job_overrides[i]))
@@ -86,8 +86,7 @@ def compose_jobs(
             continue
         for i in members[1:-1]:
             configs[i] = derive(base, master, parsed[i])
-    assert all(c is not None for c in configs), "every job gets its config"
-    return configs  # type: ignore[return-value]
+    return [configs[i] for i in range(len(job_overrides))]
 
 
 def _seed_at(overrides: Sequence[Override]) -> int | None:
