@@ -414,8 +414,6 @@ class BatchedStackTrainer(StackTrainer):
         """One optimizer step of every seed per (S, B) index batch: one forward over the seed
         axis, one backward through the sum of the seeds' mean losses (each seed's gradient its
         own), one optimizer step over the stacked tensors."""
-        for model in self.models:
-            model.train()
         seeds = len(self.models)
         for idx in index_batches:  # (S, B): seed k's batch in row k
             x, y = gather(self.data.x_train, idx), gather(self.data.y_train, idx)  # (S, B, ...)

@@ -73,11 +73,10 @@ def train_batches(
     of each seed's loss is exactly 1) and one optimizer step over every seed's parameters (per
     parameter: each seed's step is its own). So a seed's numbers are bit for bit those of a
     stack of one. (A batched matmul over a leading seed axis was measured not to be: see
-    docs/seeds.md.) ``rngs``: each seed's state of the global generator (nets with Dropout),
+    docs/seeds.md.) The nets must be in training mode (:meth:`StackTrainer.advance` puts them
+    there once per call). ``rngs``: each seed's state of the global generator (nets with Dropout),
     put in place for its forward pass and taken back after it, so that its draws are its own.
     """
-    for model in models:
-        model.train()
     device = data.x_train.device
     for idx in index_batches:  # (S, B): seed k's batch in row k
         x, y = gather(data.x_train, idx), gather(data.y_train, idx)  # (S, B, C, H, W), (S, B)
@@ -208,6 +207,8 @@ class StackTrainer:
         a seed whose loss over them is NaN or infinite."""
         sums = TrainSums.zeros(self.device, len(self.models))
         begin = self.step
+        for model in self.models:  # once: train() walks every module, and a chunk of a
+            model.train()  # full-batch net is one step (6% of a batched Tishby step)
         progress = Progress(self, step)
         while self.step < step:
             pos = self.step % self.per_epoch
