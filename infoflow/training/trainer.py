@@ -207,8 +207,10 @@ class StackTrainer:
         a seed whose loss over them is NaN or infinite."""
         sums = TrainSums.zeros(self.device, len(self.models))
         begin = self.step
-        for model in self.models:  # once: train() walks every module, and a chunk of a
-            model.train()  # full-batch net is one step (6% of a batched Tishby step)
+        # once per call, not per chunk: train() walks every module, and a full-batch net's
+        # chunk is a single step
+        for model in self.models:
+            model.train()
         progress = Progress(self, step)
         while self.step < step:
             pos = self.step % self.per_epoch
