@@ -140,6 +140,18 @@ def test_bench_stack_floor_times_the_four_cases_and_their_ratios(tmp_path):
         assert ms > 0 and ratio == pytest.approx(ms / one, abs=0.01, rel=0.01)
 
 
+@pytest.mark.slow
+def test_bench_malloc_runs_the_cli_both_ways_and_finds_the_same_tables(tmp_path):
+    args = ["--data", "digits", "--epochs", "1", "--reps", "1"]
+    proc = run_benchmark("bench_malloc.py", args, tmp_path, timeout=300)
+    out = proc.stdout
+    assert "single on digits, 1 epochs" in out and "tables equal" in out  # asserted, not said
+    runs = re.findall(r"'run': '([^']+)'.*'minflt': (\d+)", out)
+    assert [r for r, _ in runs] == ["glibc defaults", "kept (infoflow)"]
+    assert all(int(n) > 0 for _, n in runs)
+    assert re.search(r"kept against defaults: wall [\d.]+x, training [\d.]+x", out)
+
+
 def test_estimator_study_checks_and_draws_a_small_sweep(tmp_path):
     """The study script of docs/estimators.md on a tiny digits sweep: its check table counts
     every row and seed, and its figure has one row of panels per estimator."""

@@ -1,7 +1,11 @@
 """The speed measures of issue 5 keep the numbers: channels_last CNN, capped evaluation batches,
-the in-process IDX cache."""
+the in-process IDX cache; a training process keeps the host memory its steps free."""
 
 from __future__ import annotations
+
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -167,3 +171,34 @@ def test_idx_data_set_is_decoded_once_per_process_and_reread_when_changed(tmp_pa
     write_idx(rng.integers(0, 10, size=(7, 28, 28)), tmp_path / "train-images-idx3-ubyte")
     again = load_mnist(str(tmp_path), download=False)
     assert again is not first and again.y_train.tolist() == list(range(7))
+
+
+# A block of 64 MiB, above the largest threshold glibc's malloc sets itself (32 MiB), is mapped
+# at each allocation and unmapped at each free by default: its pages fault in every time.
+REFAULTS = """
+import resource, torch
+from infoflow.training.device import keep_freed_memory
+
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(4):
+        a = torch.ones(2**24)  # 64 MiB, every page written
+        del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+default = faults()
+kept = keep_freed_memory()
+faults()  # the heap grows to the block once
+print(default, kept, faults())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_a_training_process_keeps_freed_blocks_instead_of_faulting_them_in_again():
+    out = subprocess.run([sys.executable, "-c", REFAULTS], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    default, kept, after = out.stdout.split()
+    pages = 4 * 2**26 // 4096  # 4 blocks of 16,384 pages
+    assert int(default) >= pages  # glibc's defaults: every block faults in again
+    assert kept == "True"
+    assert int(after) < pages // 50  # kept: the same blocks reused from the heap

@@ -32,7 +32,12 @@ from infoflow.sweep.cache import TrainCache
 from infoflow.sweep.job import Job, interrupt_exit
 from infoflow.sweep.sharing import SharedEstimates, plan_path
 from infoflow.training.data import check_dataset, check_fits
-from infoflow.training.device import deterministic_kernels, hidden_gpus, resolve_device
+from infoflow.training.device import (
+    deterministic_kernels,
+    hidden_gpus,
+    keep_freed_memory,
+    resolve_device,
+)
 from infoflow.training.loop import Member, TrainerConfig, train_stack
 from infoflow.training.models import build_model
 from infoflow.training.probe import Probe
@@ -137,6 +142,7 @@ def _set_up(job: Job, spec: JobSpec, hydra_cfg: DictConfig) -> JobSetup:
         log.warning("runtime.device=auto runs on the CPU: %s", hidden)
     deterministic_kernels(device)
     torch.set_num_threads(resolve_threads(runtime["threads"], hydra_cfg.launcher))
+    keep_freed_memory()  # this process trains: a step's freed tensors are the next step's
     data_choice = hydra_cfg.runtime.choices.get("data")
     data = check_dataset(
         build(spec.config["data"]), f"data={data_choice} ({spec.node('data._target_')})"

@@ -1,4 +1,5 @@
-"""Devices: ``runtime.device`` resolved to a present torch device, deterministic kernels.
+"""Devices: ``runtime.device`` resolved to a present torch device, deterministic kernels, and
+host memory kept from one training step to the next.
 
 ``auto`` takes CUDA, then MPS, then the CPU; a device that is named and absent is an error that
 says why (a ``CUDA_VISIBLE_DEVICES`` that hides every GPU included).
@@ -6,6 +7,7 @@ says why (a ``CUDA_VISIBLE_DEVICES`` that hides every GPU included).
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import torch
@@ -60,6 +62,42 @@ def deterministic_kernels(device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+# Blocks up to this size come from the heap, and this much free memory at its top is kept.
+KEEP_FREED_BYTES = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Have the C allocator keep the host memory that a training step frees, for the next one.
+
+    A step allocates and frees the same large tensors every time: the activations, their
+    gradients, the pooling indices (a CNN's first conv output on Fashion-MNIST is 12.8 MB a
+    batch). At its defaults glibc's malloc hands such blocks back to the kernel when they are
+    freed (a block above ``M_MMAP_THRESHOLD`` is its own mapping; a heap top above
+    ``M_TRIM_THRESHOLD`` is trimmed), so the next step page-faults the same memory in again,
+    a fault per 4 KiB page, in the kernel's time. Which blocks that hits depends on what the
+    process allocated before (glibc moves its thresholds as blocks are freed), so the same job
+    faults more in one run than in the next (docs/speed.md).
+    Both thresholds at ``KEEP_FREED_BYTES`` keep such blocks in the heap for reuse, as
+    PyTorch's CUDA allocator keeps device memory; the process's resident size stays near its
+    peak instead of shrinking between steps.
+
+    Process-wide and idempotent; True where it took effect (glibc), False elsewhere (macOS,
+    musl), where the platform's allocator is left as it is. The numbers never depend on it.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # no mallopt; Windows has no CDLL(None)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # the mapping threshold first: a trim threshold set alone also stops glibc from raising the
+    # mapping threshold as blocks are freed, which would map (and fault) more blocks, not fewer
+    if not mallopt(_M_MMAP_THRESHOLD, KEEP_FREED_BYTES):
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
 
 
 def hidden_gpus() -> str:
