@@ -104,11 +104,11 @@ def steps(reps: int) -> None:
 
 
 def command(what: str, data: str, epochs: int, out: Path) -> list[str]:
-    common = [f"data={data}", f"trainer.epochs={epochs}", "runtime.cache.enabled=false"]
+    common = [f"data={data}", f"trainer.epochs={epochs}"]  # a sweep: the user's, cache on
     if what == "single":
         return ["model=cnn", *common, f"hydra.run.dir={out}"]
     models = "model=mlp1,mlp3,mlp5,cnn"
-    return ["-m", models, "estimator.bins=10,30", *common[:2], f"hydra.sweep.dir={out}"]
+    return ["-m", models, "estimator.bins=10,30", *common, f"hydra.sweep.dir={out}"]
 
 
 def run(code: str, args: list[str], cwd: Path) -> dict:
