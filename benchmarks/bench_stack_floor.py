@@ -48,7 +48,8 @@ HIDDEN = [10, 7, 5, 4, 4, 3]
 
 
 def adam(params) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=2e-4, foreach=True)
+    # fused, as conf/optimizer/adam.yaml
+    return torch.optim.Adam(params, lr=2e-4, fused=True)
 
 
 def job_step(data, seeds: int, trainer_class: type[StackTrainer] = StackTrainer):

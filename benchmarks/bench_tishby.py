@@ -51,7 +51,8 @@ def estimator(T, X, Y):
 def build(data) -> Trainer:
     torch.manual_seed(0)
     model = MLP(data.in_shape, data.n_classes, HIDDEN, "tanh", "truncated_normal")
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, foreach=True)
+    # fused, as conf/optimizer/adam.yaml
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, fused=True)
     return Trainer(model, optimizer, data, batch_size=4096, seed=0)
 
 

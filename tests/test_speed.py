@@ -110,22 +110,64 @@ def test_evaluate_reuses_its_buffers_with_the_same_values():
     assert len(other) == 3 and torch.equal(other[0], kept[0])
 
 
-@pytest.mark.parametrize("name", ["adam", "sgd"])
-def test_foreach_optimizers_give_the_numbers_of_the_default_loop(name):
-    """conf/optimizer sets foreach: true (faster on CPU); it must not change any number."""
+def test_foreach_sgd_gives_the_numbers_of_the_default_loop():
+    """conf/optimizer/sgd.yaml sets foreach: true (faster on CPU); it must not change any number."""
     data = tiny_data(n_train=96)
 
     def train(foreach: bool) -> dict[str, torch.Tensor]:
         torch.manual_seed(0)
         model = MLP(data.in_shape, 3, [32, 16])
-        cls = torch.optim.Adam if name == "adam" else torch.optim.SGD
-        kw = {"lr": 1e-2} if name == "adam" else {"lr": 0.05, "momentum": 0.9}
-        opt = cls(model.parameters(), foreach=foreach, **kw)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=foreach)
         Trainer(model, opt, data, 16, seed=0).train_to(4 * 6)
         return model.state_dict()
 
     a, b = train(True), train(False)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fused_adam_gives_each_net_its_own_numbers_at_any_thread_count():
+    """conf/optimizer/adam.yaml sets fused: true (one kernel over every parameter): each
+    element's update is its own, so a net's numbers do not depend on the nets stepped with it
+    (stacked seeds) nor on the thread count; against the per-parameter loop only the last
+    digits move."""
+    data = tiny_data(n_train=96)
+    seeds = [0, 1, 2]
+
+    def train(stacked: bool, threads: int, **adam) -> list[dict[str, torch.Tensor]]:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            models = []
+            for seed in seeds:
+                torch.manual_seed(seed)
+                models.append(MLP(data.in_shape, 3, [32, 16]))
+            groups = (
+                [[p for m in models for p in m.parameters()]]
+                if stacked
+                else [list(m.parameters()) for m in models]
+            )
+            opts = [torch.optim.Adam(g, lr=1e-2, **adam) for g in groups]
+            for step in range(12):
+                for k, model in enumerate(models):  # seed k's batch: its own rows
+                    rows = torch.arange(16) + 16 * ((step + k) % 6)
+                    loss = F.cross_entropy(model(data.x_train[rows]), data.y_train[rows])
+                    loss.backward()
+                for opt in opts:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+            return [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
+        finally:
+            torch.set_num_threads(before)
+
+    alone = train(stacked=False, threads=1, fused=True)
+    for other in (train(stacked=True, threads=1, fused=True), train(True, 2, fused=True)):
+        assert all(torch.equal(a[k], o[k]) for a, o in zip(alone, other) for k in a)
+    loop = train(stacked=False, threads=1, foreach=False)
+    moved = [not torch.equal(a[k], b[k]) for a, b in zip(alone, loop) for k in a]
+    assert any(moved)  # a kernel of its own, not the loop's arithmetic
+    for a, b in zip(alone, loop):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
 def test_eval_batches_are_capped_by_the_widest_probe():
