@@ -1,5 +1,6 @@
-"""The speed measures of issue 5 keep the numbers: channels_last CNN, capped evaluation batches,
-the in-process IDX cache; a training process keeps the host memory its steps free."""
+"""The speed measures keep the numbers: channels_last CNN, capped evaluation batches, the
+in-process IDX cache, SGD's foreach step; Adam's fused step keeps each seed's numbers its own
+(stack and thread count aside); a training process keeps the host memory its steps free."""
 
 from __future__ import annotations
 
